@@ -1,0 +1,3 @@
+from napari_voxseg.cli import main
+
+raise SystemExit(main())

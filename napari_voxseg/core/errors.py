@@ -1,0 +1,10 @@
+"""The one exception type for bad user input."""
+
+
+class VoxSegError(ValueError):
+    """Bad input from the user.
+
+    The message is one line that says what is wrong and how to fix it. The command line prints it
+    and exits with code 2; the widget shows it as a napari notification. Anything else that escapes
+    is a bug in napari-voxseg.
+    """

@@ -1,0 +1,145 @@
+"""Reading and writing volumes (.tif/.tiff, .npy, .npz) with their voxel size, numpy only.
+
+``read_volume(path) -> (array, voxel_size or None)``; ``write_volume(path, array, voxel_size)``
+writes to a temporary file beside the target and renames it, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VoxSegError
+
+READ_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
+WRITE_SUFFIXES = READ_SUFFIXES
+
+
+def suffix_of(path) -> str:
+    return Path(path).suffix.lower()
+
+
+def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
+    """Voxel size (Z, Y, X) from ImageJ metadata and the X/Y resolution tags, if present."""
+    meta = tif.imagej_metadata or {}
+    page = tif.pages[0]
+    try:
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+        x = xres[1] / xres[0] if xres[0] else None
+        y = yres[1] / yres[0] if yres[0] else None
+    except (KeyError, TypeError, ZeroDivisionError):
+        x = y = None
+    z = meta.get("spacing")
+    if x is None or y is None or not meta:
+        return None
+    z = float(z) if z else 1.0
+    if not all(np.isfinite(v) and v > 0 for v in (z, y, x)):
+        return None
+    return (z, float(y), float(x))
+
+
+def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """Read one array and its voxel size (None when the file does not say)."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    if suffix not in READ_SUFFIXES:
+        raise VoxSegError(f"{path.name}: cannot read '{suffix or 'no suffix'}' files; give "
+                          f"one of {', '.join(READ_SUFFIXES)}")
+    if not path.exists():
+        raise VoxSegError(f"{path} does not exist; check the path")
+    if path.is_dir():
+        raise VoxSegError(f"{path} is a folder; give a file ({', '.join(READ_SUFFIXES)})")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                array = tif.asarray()
+                voxel = _tiff_voxel_size(tif)
+            return array, voxel
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as npz:
+            keys = [k for k in npz.files if k != "voxel_size"]
+            if len(keys) != 1:
+                raise VoxSegError(f"{path.name} holds {len(keys)} arrays ({', '.join(keys)}); "
+                                  "save one volume per .npz file (plus an optional 'voxel_size')")
+            array = npz[keys[0]]
+            voxel = None
+            if "voxel_size" in npz.files:
+                v = np.asarray(npz["voxel_size"], dtype=float).ravel()
+                if v.size == 3 and np.isfinite(v).all() and (v > 0).all():
+                    voxel = tuple(float(x) for x in v)
+            return array, voxel
+    except VoxSegError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise VoxSegError(f"{path.name} holds Python objects (pickle), which voxseg never "
+                              "loads; save a plain numeric array") from None
+        raise VoxSegError(f"{path.name} is not a readable {suffix} file ({exc}); check that "
+                          "it was written completely") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError) as exc:
+        raise VoxSegError(f"{path.name} is not a readable {suffix} file ({exc}); check that "
+                          "it was written completely") from None
+    except Exception as exc:  # tifffile raises its own types for damaged files
+        raise VoxSegError(f"{path.name} is not a readable {suffix} file "
+                          f"({type(exc).__name__}: {exc}); check that it was written "
+                          "completely") from None
+
+
+def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
+    import tifffile
+
+    if array.dtype.kind in "iu":
+        top = int(array.max()) if array.size else 0
+        array = array.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.float32)
+    elif array.dtype != np.float32:
+        array = array.astype(np.float32)
+    kwargs = {}
+    if voxel_size is not None:
+        z, y, x = (float(v) for v in voxel_size)
+        kwargs = {"resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "um"}}
+    axes = {3: "ZYX", 4: "CZYX"}.get(array.ndim)
+    if axes:
+        kwargs.setdefault("metadata", {})["axes"] = axes
+    tifffile.imwrite(target, array, imagej=True, **kwargs)
+
+
+def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
+    """Write ``array`` to ``path`` (format from its suffix) atomically; return the path."""
+    path = Path(path)
+    suffix = suffix_of(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise VoxSegError(f"cannot write '{suffix or 'no suffix'}' files ({path.name}); name "
+                          f"the output with one of {', '.join(WRITE_SUFFIXES)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
+    if path.is_dir():
+        raise VoxSegError(f"{path} is a folder; give a file name for the output")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
+    os.close(fd)
+    try:
+        if suffix in (".tif", ".tiff"):
+            _write_tiff(tmp, array, voxel_size)
+        elif suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+        else:
+            extra = {} if voxel_size is None else {"voxel_size": np.asarray(voxel_size, float)}
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, data=array, **extra)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,133 @@
+"""Sliding-window prediction with Gaussian blending.
+
+Tiles of the training patch size overlap by ``overlap``; each tile's softmax is weighted by a
+Gaussian importance map (high in the middle, low at the edges) and the weighted sum is divided by
+the summed weights, so neighbouring tiles fade into each other without seams.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import check_image, normalize
+from .device import resolve_device
+from .errors import VoxSegError
+from .sampling import pad_to
+
+
+@dataclass
+class PredictEvent:
+    done: int  # tiles done
+    total: int
+
+
+@dataclass
+class PredictResult:
+    labels: np.ndarray | None  # (Z, Y, X), values 1..K; None when cancelled
+    probabilities: np.ndarray | None = None  # (K, Z, Y, X) float32, when asked for
+    cancelled: bool = False
+
+
+@functools.lru_cache(maxsize=8)
+def gaussian_importance(patch_size: tuple[int, ...], sigma_scale: float = 1 / 8) -> np.ndarray:
+    """Gaussian weights for a tile: 1 in the centre, sigma = size * sigma_scale, never 0."""
+    grids = []
+    for size in patch_size:
+        d = np.arange(size) - (size - 1) / 2
+        sigma = max(size * sigma_scale, 1e-3)
+        grids.append(np.exp(-0.5 * (d / sigma) ** 2))
+    window = functools.reduce(np.multiply.outer, grids).astype(np.float32)
+    window /= window.max()
+    window = np.maximum(window, window[window > 0].min(), out=window)
+    window.setflags(write=False)
+    return window
+
+
+def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of length ``patch`` covering ``[0, size)`` with the given overlap."""
+    if size <= patch:
+        return [0]
+    step = max(1, int(round(patch * (1 - overlap))))
+    count = math.ceil((size - patch) / step) + 1
+    return sorted({int(round(s)) for s in np.linspace(0, size - patch, count)})
+
+
+def iter_predict(
+    model: torch.nn.Module,
+    image,
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 2,
+    device: str | torch.device | None = None,
+    probabilities: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    tile_size: Sequence[int] | None = None,
+) -> Generator[PredictEvent, None, PredictResult]:
+    """Predict a whole volume tile by tile; yield a :class:`PredictEvent` per batch of tiles.
+
+    ``image`` is ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Returns a :class:`PredictResult` with labels
+    1..K (uint8, or uint16 above 255 classes) of the image's spatial shape.
+    """
+    config = model.config
+    arch = config["architecture"]
+    image = check_image(image, channels=arch["in_channels"])
+    if not 0 <= overlap < 1:
+        raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
+    norm = config["normalization"]
+    volume = normalize(image, norm["low"], norm["high"])
+    spatial = volume.shape[1:]
+    patch = tuple(int(p) for p in (tile_size or config["patch_size"]))
+    divisor = 2 ** (arch["depth"] - 1)
+    # A volume smaller than a tile is padded; a tile larger than the volume is shrunk to fit.
+    patch = tuple(max(divisor, min(p, -(-s // divisor) * divisor)) for p, s in zip(patch, spatial))
+    padded = pad_to(volume, patch, value=float(volume.min()))
+    shape = padded.shape[1:]
+    corners = [(z, y, x) for z in tile_starts(shape[0], patch[0], overlap)
+               for y in tile_starts(shape[1], patch[1], overlap)
+               for x in tile_starts(shape[2], patch[2], overlap)]
+
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+    model.to(device).eval()
+    num_classes = arch["num_classes"]
+    weight = torch.tensor(gaussian_importance(patch), device=device)
+    scores = torch.zeros((num_classes, *shape), dtype=torch.float32, device=device)
+    weights = torch.zeros(shape, dtype=torch.float32, device=device)
+    source = torch.from_numpy(padded)
+    use_amp = device.type == "cuda"
+    with torch.inference_mode():
+        for first in range(0, len(corners), batch_size):
+            if should_stop is not None and should_stop():
+                return PredictResult(labels=None, cancelled=True)
+            chunk = corners[first : first + batch_size]
+            slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in chunk]
+            x = torch.stack([source[(slice(None), *s)] for s in slices]).to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x)
+            probs = torch.softmax(logits.float(), dim=1) * weight
+            for s, p in zip(slices, probs):
+                scores[(slice(None), *s)] += p
+                weights[s] += weight
+            yield PredictEvent(done=min(first + batch_size, len(corners)), total=len(corners))
+    crop = tuple(slice(0, s) for s in spatial)
+    scores = scores[(slice(None), *crop)]
+    dtype = torch.uint8 if num_classes < 255 else torch.int32
+    labels = (scores.argmax(dim=0) + 1).to(dtype).cpu().numpy()
+    if labels.dtype == np.int32:
+        labels = labels.astype(np.uint16)
+    probs_out = None
+    if probabilities:
+        probs_out = (scores / weights[crop]).cpu().numpy().astype(np.float32)
+    return PredictResult(labels=labels, probabilities=probs_out)
+
+
+def predict(model: torch.nn.Module, image, **kwargs) -> np.ndarray:
+    """Labels 1..K for a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image (see :func:`iter_predict`)."""
+    from .train import run_to_end
+
+    return run_to_end(iter_predict(model, image, **kwargs)).labels

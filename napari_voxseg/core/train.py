@@ -1,0 +1,287 @@
+"""The training loop as a generator: one event per step, stoppable between any two steps.
+
+    gen = iter_train(image, labels, TrainConfig(iterations=200))
+    for event in gen:              # TrainEvent(step, total, loss, ...)
+        ...                        # stop by making should_stop() true, or by closing gen
+    result = ...                   # the generator's return value: TrainResult
+
+:func:`train` runs it to the end and returns the :class:`TrainResult`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .data import (
+    DEFAULT_PERCENTILES,
+    check_image,
+    check_labels,
+    class_weights,
+    normalize,
+    stroke_counts,
+)
+from .device import resolve_device
+from .errors import VoxSegError
+from .losses import build_loss
+from .models import architecture_from, build_model
+from .sampling import PatchSampler
+
+FORMAT = "napari-voxseg-model"
+FORMAT_VERSION = 1
+# After this many non-finite losses in a row, training stops instead of skipping steps.
+MAX_BAD_STEPS = 10
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run. JSON-able; stored in the saved model."""
+
+    iterations: int = 300
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (32, 48, 48)
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    loss: str = "ce"
+    # "none" by default: inverse stroke frequency ("auto") pushes the boundaries of the rarer
+    # classes outwards when strokes, not classes, are what is unbalanced.
+    class_weights: str | Sequence[float] | None = "none"
+    num_classes: int | None = None
+    base_channels: int = 8
+    depth: int = 3
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int | None = None
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    class_names: Sequence[str] | None = None
+
+    def checked(self) -> TrainConfig:
+        """A copy with values checked; :class:`VoxSegError` on the first bad one."""
+        cfg = copy.deepcopy(self)
+        for key, low in (("iterations", 1), ("batch_size", 1)):
+            value = getattr(cfg, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise VoxSegError(f"{key} = {value!r}; give a whole number >= {low}")
+        if cfg.iterations > 1_000_000:
+            raise VoxSegError(f"iterations = {cfg.iterations} is far too many; give at most "
+                              "1000000")
+        if not (isinstance(cfg.learning_rate, (int, float)) and 0 < cfg.learning_rate < 1):
+            raise VoxSegError(f"learning rate {cfg.learning_rate!r} must be between 0 and 1, "
+                              "e.g. 0.003")
+        cfg.patch_size = tuple(int(p) for p in cfg.patch_size)
+        divisor = 2 ** (cfg.depth - 1)
+        if len(cfg.patch_size) != 3 or any(p < divisor or p % divisor for p in cfg.patch_size):
+            raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X), each "
+                              f"a multiple of {divisor} for a network of depth {cfg.depth}")
+        if math.prod(cfg.patch_size) * cfg.batch_size > 256**3:
+            raise VoxSegError(f"patch size {cfg.patch_size} x batch {cfg.batch_size} is too large "
+                              "to train; use patches of at most 128 voxels a side")
+        return cfg
+
+
+@dataclass
+class TrainEvent:
+    """What one step did; yielded after each step."""
+
+    step: int
+    total: int
+    loss: float
+    smoothed_loss: float
+    learning_rate: float
+    elapsed: float
+    annotated: int  # annotated voxels the step trained on
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # the best model seen, in eval mode, with .config
+    history: list[tuple[int, float]]  # (step, loss)
+    stopped: bool  # True when stopped before the last iteration
+    steps: int
+    best_step: int
+    best_loss: float
+    elapsed: float = 0.0
+    skipped_steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _versions() -> dict:
+    return {"napari_voxseg": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine decay to 5% of the base rate."""
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def iter_train(
+    image,
+    labels,
+    config: TrainConfig | None = None,
+    *,
+    model: torch.nn.Module | None = None,
+    voxel_size: Sequence[float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    get_labels: Callable[[], np.ndarray | None] | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train a network on strokes; yield a :class:`TrainEvent` per step; return a TrainResult.
+
+    ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``; ``labels``: integer ``(Z, Y, X)``, 0 = not
+    annotated. ``model``: continue from (fine-tune) this model instead of a new one.
+    ``should_stop``: polled before each step. ``get_labels``: polled every few steps for newer
+    strokes (return None when unchanged). Bad input raises :class:`VoxSegError` before any work.
+    """
+    cfg = (config or TrainConfig()).checked()
+    channels = model.config["architecture"]["in_channels"] if model is not None else None
+    image = check_image(image, channels=channels)
+    known_classes = model.config["architecture"]["num_classes"] if model is not None else None
+    labels, num_classes = check_labels(labels, image.shape[1:],
+                                       num_classes=cfg.num_classes or known_classes)
+    if known_classes is not None and num_classes != known_classes:
+        raise VoxSegError(f"the loaded model has {known_classes} classes but {num_classes} were "
+                          f"asked for; use class count {known_classes} or train a new model")
+    weights = class_weights(cfg.class_weights, labels, num_classes)
+    loss_fn = build_loss(cfg.loss, class_weights=weights)
+    device = resolve_device(cfg.device)
+    if voxel_size is not None and len(tuple(voxel_size)) != 3:
+        raise VoxSegError(f"voxel size {tuple(voxel_size)} must have 3 values (Z, Y, X)")
+
+    if model is None:
+        arch = architecture_from(in_channels=image.shape[0], num_classes=num_classes,
+                                 base_channels=cfg.base_channels, depth=cfg.depth)
+        torch.manual_seed(cfg.seed)
+        model = build_model(arch)
+        previous_steps = 0
+    else:
+        arch = dict(model.config["architecture"])
+        previous_steps = int(model.config.get("training", {}).get("steps_done", 0))
+    names = list(cfg.class_names or [])[:num_classes]
+    names += [f"class {i}" for i in range(len(names) + 1, num_classes + 1)]
+
+    normalized = normalize(image, *cfg.percentiles)
+    sampler = PatchSampler(normalized, labels, cfg.patch_size, seed=cfg.seed)
+    model.to(device).train()
+    loss_fn = loss_fn.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    old_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+
+    history: list[tuple[int, float]] = []
+    best_state, best_loss, best_step = None, math.inf, -1
+    smoothed, bad_in_a_row, skipped, stopped = None, 0, 0, False
+    start = time.perf_counter()
+    step = 0
+    try:
+        for step in range(cfg.iterations):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            if get_labels is not None and step % 10 == 0:
+                fresh = get_labels()
+                if fresh is not None:
+                    fresh, _ = check_labels(fresh, image.shape[1:], num_classes=num_classes)
+                    sampler.update_labels(fresh)
+            lr = _lr_at(step, cfg.iterations, cfg.learning_rate)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = sampler.batch(cfg.batch_size)
+            x = torch.from_numpy(x).to(device, non_blocking=True)
+            y = torch.from_numpy(y).to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(model(x), y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                skipped += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    raise VoxSegError(
+                        f"the loss was NaN or infinite {MAX_BAD_STEPS} steps in a row; lower the "
+                        "learning rate or check the image for extreme values"
+                    )
+                continue
+            bad_in_a_row = 0
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            history.append((previous_steps + step + 1, value))
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            if step >= cfg.iterations // 10 and smoothed < best_loss and (
+                step % 5 == 0 or step == cfg.iterations - 1
+            ):
+                best_loss, best_step = smoothed, step + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            yield TrainEvent(step=step + 1, total=cfg.iterations, loss=value,
+                             smoothed_loss=smoothed, learning_rate=lr,
+                             elapsed=time.perf_counter() - start, annotated=sampler.annotated)
+        else:
+            step = cfg.iterations
+    finally:
+        if cfg.num_threads:
+            torch.set_num_threads(old_threads)
+
+    steps_done = step
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_loss = smoothed if smoothed is not None else math.nan
+        best_step = steps_done
+    model.eval()
+    old_training = model.config.get("training", {}) if hasattr(model, "config") else {}
+    model.config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": arch,
+        "task": "multiclass",
+        "classes": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+        "normalization": {"method": "percentile", "low": cfg.percentiles[0],
+                          "high": cfg.percentiles[1]},
+        "patch_size": list(cfg.patch_size),
+        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
+        "training": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("class_names", "device")},
+            "class_weights": None if weights is None else [float(w) for w in weights],
+            "stroke_counts": stroke_counts(sampler.labels, num_classes).tolist(),
+            "steps_done": previous_steps + steps_done,
+            "best_step": previous_steps + best_step,
+            "best_loss": None if not math.isfinite(best_loss) else float(best_loss),
+            "history": old_training.get("history", []) + [list(h) for h in history[:: max(
+                1, len(history) // 200)]],
+            "device": str(device),
+        },
+        "versions": _versions(),
+    }
+    return TrainResult(model=model, history=history, stopped=stopped, steps=steps_done,
+                       best_step=best_step, best_loss=best_loss,
+                       elapsed=time.perf_counter() - start, skipped_steps=skipped)
+
+
+def run_to_end(generator: Generator):
+    """Exhaust a generator and return its return value."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def train(image, labels, config: TrainConfig | None = None, **kwargs) -> TrainResult:
+    """Run :func:`iter_train` to the end."""
+    return run_to_end(iter_train(image, labels, config, **kwargs))
