@@ -1,0 +1,1 @@
+"""napari glue without Qt widgets: the reader and the sample data."""

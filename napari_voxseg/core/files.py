@@ -6,6 +6,7 @@ writes to a temporary file beside the target and renames it, so a crash never le
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import zipfile
@@ -58,11 +59,21 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            with tifffile.TiffFile(path) as tif:
-                array = tif.asarray()
-                voxel = _tiff_voxel_size(tif)
+            # tifffile logs each damaged tag before it raises; the one-line error says it all.
+            log = logging.getLogger("tifffile")
+            level, log.level = log.level, logging.CRITICAL
+            try:
+                with tifffile.TiffFile(path) as tif:
+                    array = tif.asarray()
+                    voxel = _tiff_voxel_size(tif)
+            finally:
+                log.setLevel(level)
             return array, voxel
         if suffix == ".npy":
+            with open(path, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise VoxSegError(f"{path.name} is not a readable .npy file (no NumPy "
+                                      "header); save it with np.save")
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as npz:
             keys = [k for k in npz.files if k != "voxel_size"]

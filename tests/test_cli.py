@@ -1,0 +1,121 @@
+"""The command line: the train -> predict -> evaluate round trip, and every bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_voxseg.core import load_model, predict, read_volume, write_volume
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "napari_voxseg", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, small_volume):
+    image, truth, strokes = small_volume
+    d = tmp_path_factory.mktemp("cli")
+    write_volume(d / "image.tif", image, (2.0, 1.0, 1.0))
+    write_volume(d / "strokes.tif", strokes, (2.0, 1.0, 1.0))
+    write_volume(d / "truth.npy", truth)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(files):
+    proc = run("train", files / "image.tif", files / "strokes.tif", "--out", files / "model",
+               "--iterations", 60, "--patch-size", "16,32,32", "--class-weights", "auto")
+    assert proc.returncode == 0, proc.stderr
+    return files / "model"
+
+
+def test_round_trip(files, trained):
+    model = load_model(trained)
+    assert model.config["voxel_size"] == [2.0, 1.0, 1.0]
+    assert model.config["training"]["class_weights"] is not None
+
+    proc = run("predict", trained, files / "image.tif", "--out", files / "pred.tif",
+               "--probabilities", files / "prob.npy")
+    assert proc.returncode == 0, proc.stderr
+    pred, voxel = read_volume(files / "pred.tif")
+    image, _ = read_volume(files / "image.tif")
+    assert pred.shape == image.shape and voxel == pytest.approx((2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(pred, predict(model, image))  # same as the Python API
+    prob, _ = read_volume(files / "prob.npy")
+    assert prob.shape == (2, *image.shape)
+    np.testing.assert_allclose(prob.sum(0), 1.0, atol=1e-4)
+
+    proc = run("evaluate", files / "pred.tif", files / "truth.npy", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["dice"]) == {"1", "2"} and report["dice"]["2"] > 0.8
+    text = run("evaluate", files / "pred.tif", files / "truth.npy").stdout
+    assert "dice" in text and "mean" in text
+
+
+def test_training_shows_a_progress_bar(files, tmp_path):
+    proc = run("train", files / "image.tif", files / "strokes.tif", "--out", tmp_path / "m",
+               "--iterations", 3, "--patch-size", "16,32,32")
+    assert proc.returncode == 0 and "train [" in proc.stderr and "3/3" in proc.stderr
+
+
+def _bad_inputs(d, model):
+    """(name, arguments, fragment of the message, output that must not appear)."""
+    write_volume(d / "small.tif", np.ones((4, 8, 8), np.uint8))
+    write_volume(d / "nan.npy", np.full((16, 32, 32), np.nan, np.float32))
+    write_volume(d / "flat.npy", np.zeros((32, 32), np.float32))
+    write_volume(d / "empty_strokes.npy", np.zeros((16, 32, 32), np.uint8))
+    write_volume(d / "one_class.npy", np.ones((16, 32, 32), np.uint8))
+    write_volume(d / "float_strokes.npy", np.ones((16, 32, 32), np.float32))
+    (d / "truncated.tif").write_bytes((d / "image.tif").read_bytes()[:200])
+    (d / "broken_model").mkdir(exist_ok=True)
+    (d / "broken_model" / "config.json").write_text("{")
+    (d / "broken_model" / "model.safetensors").write_bytes(b"")
+    out = d / "out_model"
+    img, strokes = d / "image.tif", d / "strokes.tif"
+    return [
+        ("labels shape", ["train", img, d / "small.tif", "--out", out], "shape", out),
+        ("no strokes", ["train", img, d / "empty_strokes.npy", "--out", out], "no strokes", out),
+        ("one class", ["train", img, d / "one_class.npy", "--out", out], "one class", out),
+        ("NaN image", ["train", d / "nan.npy", strokes, "--out", out], "NaN", out),
+        ("2D image", ["train", d / "flat.npy", strokes, "--out", out], "2D", out),
+        ("float labels", ["train", img, d / "float_strokes.npy", "--out", out], "integers", out),
+        ("weights count", ["train", img, strokes, "--out", out, "--class-weights", "1,2,3"],
+         "class weight", out),
+        ("negative weights", ["train", img, strokes, "--out", out, "--class-weights", "1,-1"],
+         ">= 0", out),
+        ("missing file", ["train", d / "nope.tif", strokes, "--out", out], "does not exist", out),
+        ("truncated file", ["train", d / "truncated.tif", strokes, "--out", out],
+         "not a readable", out),
+        ("unknown device", ["train", img, strokes, "--out", out, "--device", "tpu"],
+         "invalid choice", out),
+        ("unknown loss", ["train", img, strokes, "--out", out, "--loss", "hinge"],
+         "invalid choice", out),
+        ("missing model", ["predict", d / "no_model", img, "--out", d / "p.tif"],
+         "does not exist", d / "p.tif"),
+        ("corrupt model", ["predict", d / "broken_model", img, "--out", d / "p.tif"],
+         "not readable JSON", d / "p.tif"),
+        ("wrong format out", ["predict", model, img, "--out", d / "p.png"], "cannot write",
+         d / "p.png"),
+        ("evaluate shapes", ["evaluate", d / "small.tif", d / "truth.npy"], "shape", None),
+        ("evaluate floats", ["evaluate", d / "nan.npy", d / "truth.npy"], "integer", None),
+        ("no command", [], "required", None),
+    ]
+
+
+def test_bad_input_gives_one_line_and_exit_2(files, trained):
+    for name, args, fragment, output in _bad_inputs(files, trained):
+        proc = run(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, proc.stderr)
+        assert fragment in lines[0], (name, lines[0])
+        assert "Traceback" not in proc.stderr + proc.stdout, name
+        if output is not None:
+            assert not output.exists(), name
+    # No temporary file was left behind either.
+    assert not [p for p in files.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,302 @@
+"""The engine: checks, losses, sampling, the network, training, prediction, checkpoints."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_voxseg.core import (
+    TrainConfig,
+    VoxSegError,
+    check_image,
+    check_labels,
+    class_weights,
+    dice_per_class,
+    iou_per_class,
+    iter_train,
+    load_model,
+    predict,
+    read_volume,
+    save_model,
+    train,
+    write_volume,
+)
+from napari_voxseg.core.infer import gaussian_importance, iter_predict, tile_starts
+from napari_voxseg.core.losses import build_loss
+from napari_voxseg.core.models import build_model
+from napari_voxseg.core.sampling import PatchSampler
+
+TINY = dict(iterations=4, patch_size=(16, 32, 32), base_channels=4, depth=2, batch_size=1)
+
+
+# ---- input checks -----------------------------------------------------------------------
+@pytest.mark.parametrize("array, fragment", [
+    (np.zeros((8, 8)), "2D"),
+    (np.zeros((2, 2, 2, 2, 2)), "5D"),
+    (np.zeros((0, 4, 4)), "empty"),
+    (np.array([[["a"]]]), "not numbers"),
+    (np.full((4, 4, 4), np.nan, np.float32), "NaN"),
+    (np.full((4, 4, 4), np.inf), "NaN or infinite"),
+    (np.zeros((40, 4, 4, 4)), "channels"),
+])
+def test_bad_images_are_refused_with_a_reason(array, fragment):
+    with pytest.raises(VoxSegError, match=fragment):
+        check_image(array)
+
+
+def test_image_becomes_float_channels_first():
+    out = check_image(np.ones((3, 4, 5), np.uint16))
+    assert out.shape == (1, 3, 4, 5) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("labels, kwargs, fragment", [
+    (np.zeros((4, 4, 5), np.uint8), {}, "shape"),
+    (np.zeros((4, 4, 4), np.uint8), {}, "no strokes"),
+    (np.ones((4, 4, 4), np.uint8), {}, "only one class"),
+    (np.ones((4, 4, 4), np.float32), {}, "integers"),
+    (np.ones((4, 4, 4), bool), {}, "boolean"),
+    (np.full((4, 4, 4), -1, np.int32), {}, "negative"),
+    (np.arange(64, dtype=np.uint8).reshape(4, 4, 4) % 4, {"num_classes": 2}, "class count"),
+])
+def test_bad_labels_are_refused_with_a_reason(labels, kwargs, fragment):
+    with pytest.raises(VoxSegError, match=fragment):
+        check_labels(labels, (4, 4, 4), **kwargs)
+
+
+def test_class_count_comes_from_strokes_or_is_given():
+    labels = np.zeros((4, 4, 4), np.uint8)
+    labels[0, 0, 0], labels[1, 1, 1] = 1, 3
+    assert check_labels(labels, (4, 4, 4))[1] == 3
+    assert check_labels(labels, (4, 4, 4), num_classes=5)[1] == 5
+
+
+def test_class_weights():
+    labels = np.zeros((10,), np.uint8)
+    labels[:6], labels[6:8] = 1, 2  # class 1: 6 voxels, class 2: 2, class 3: none
+    auto = class_weights("auto", labels, 3)
+    assert auto[2] == 0 and auto[1] == pytest.approx(3 * auto[0])
+    assert auto[:2].mean() == pytest.approx(1.0)
+    assert class_weights("none", labels, 3) is None
+    assert class_weights("1, 2,3", labels, 3).tolist() == [1, 2, 3]
+    for bad, fragment in (("1,2", "2 class weight"), ("1,-2,3", ">= 0"), ("a,b,c", "not numbers"),
+                          ("0,0,0", "all 0"), ("1,nan,1", "finite")):
+        with pytest.raises(VoxSegError, match=fragment):
+            class_weights(bad, labels, 3)
+
+
+# ---- loss -----------------------------------------------------------------------------------
+def test_loss_equals_torch_cross_entropy_on_dense_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    target = torch.randint(0, 3, (2, 4, 5, 6))
+    w = torch.tensor([0.5, 2.0, 1.0])
+    ours = build_loss("ce", class_weights=w.tolist())(logits, target + 1)
+    assert float(ours) == pytest.approx(float(F.cross_entropy(logits, target, weight=w)), abs=1e-5)
+    plain = build_loss("ce")(logits, target + 1)
+    assert float(plain) == pytest.approx(float(F.cross_entropy(logits, target)), abs=1e-5)
+
+
+def test_unlabelled_voxels_get_no_gradient_and_empty_batch_is_zero():
+    logits = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    labels = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    labels[0, 0, 0, :2] = 1
+    labels[0, 1, 1, :2] = 2
+    build_loss("ce")(logits, labels).backward()
+    grad = logits.grad.abs().sum(dim=1)[0]
+    assert (grad[labels[0] == 0] == 0).all() and (grad[labels[0] > 0] > 0).all()
+
+    logits.grad = None
+    empty = build_loss("ce", class_weights=[1.0, 1.0])(logits, torch.zeros_like(labels))
+    assert float(empty.detach()) == 0.0
+    empty.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_unknown_loss():
+    with pytest.raises(VoxSegError, match="unknown loss"):
+        build_loss("hinge")
+
+
+# ---- sampling ----------------------------------------------------------------------------
+def test_patches_are_biased_to_strokes_and_augmentation_keeps_alignment(sample):
+    labels = sample.strokes
+    # The image equals the labels, so any misalignment from a flip or a turn shows.
+    image = labels[np.newaxis].astype(np.float32)
+    sampler = PatchSampler(image, labels, (16, 32, 32), seed=0)
+    with_strokes = 0
+    for _ in range(200):
+        img, lab = sampler.sample()
+        assert img.shape == (1, 16, 32, 32) and lab.shape == (16, 32, 32)
+        gain_offset = np.polyfit(lab.ravel(), img[0].ravel(), 1) if lab.any() else None
+        if gain_offset is not None:
+            np.testing.assert_allclose(img[0], np.polyval(gain_offset, lab), atol=1e-4)
+        with_strokes += bool(lab.any())
+    assert with_strokes >= 160  # ~90% of patches are centred on a stroke
+    assert sampler.annotated == int(np.count_nonzero(labels))
+
+
+def test_sampler_pads_volumes_smaller_than_a_patch():
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, 2, 2], labels[1, 7, 7] = 1, 2
+    img, lab = PatchSampler(np.zeros((1, 3, 10, 10), np.float32), labels, (8, 16, 16)).sample()
+    assert img.shape == (1, 8, 16, 16) and lab.shape == (8, 16, 16)
+
+
+# ---- network and prediction -------------------------------------------------------------
+def test_unet_shapes():
+    model = build_model({"in_channels": 2, "num_classes": 4, "base_channels": 4, "depth": 3})
+    assert model(torch.zeros(1, 2, 8, 16, 12)).shape == (1, 4, 8, 16, 12)
+
+
+class Constant(torch.nn.Module):
+    """A network whose output is the same everywhere: any seam would show in the blend."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.log(torch.tensor(probs)))
+        self.config = {"architecture": {"in_channels": 1, "num_classes": len(probs), "depth": 2},
+                       "normalization": {"low": 1.0, "high": 99.0}, "patch_size": [8, 16, 16]}
+
+    def forward(self, x):
+        return self.logits.view(1, -1, 1, 1, 1).expand(x.shape[0], -1, *x.shape[2:])
+
+
+def test_constant_network_gives_the_constant_everywhere():
+    probs = [0.2, 0.7, 0.1]
+    image = np.random.default_rng(0).random((21, 45, 37)).astype(np.float32)
+    gen = iter_predict(Constant(probs), image, overlap=0.5, probabilities=True)
+    result = None
+    while result is None:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result = stop.value
+    assert result.probabilities.shape == (3, 21, 45, 37)
+    np.testing.assert_allclose(result.probabilities, np.broadcast_to(
+        np.array(probs, np.float32)[:, None, None, None], (3, 21, 45, 37)), rtol=1e-5)
+    assert (result.labels == 2).all()
+
+
+def test_blending_matches_one_forward_when_the_volume_fits_a_tile():
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 3, "base_channels": 4, "depth": 2}).eval()
+    model.config = {"architecture": {"in_channels": 1, "num_classes": 3, "depth": 2},
+                    "normalization": {"low": 0.0, "high": 100.0}, "patch_size": [8, 16, 16]}
+    image = np.random.default_rng(0).random((8, 16, 16)).astype(np.float32)
+    from napari_voxseg.core import normalize
+
+    with torch.no_grad():
+        direct = model(torch.from_numpy(normalize(image[None], 0, 100))[None]).argmax(1)[0] + 1
+    np.testing.assert_array_equal(predict(model, image), direct.numpy())
+
+
+def test_gaussian_window_and_tiles():
+    w = gaussian_importance((8, 16, 16))
+    assert w.max() == 1.0 and w.min() > 0 and w[4, 8, 8] > w[0, 0, 0]
+    assert tile_starts(10, 16, 0.5) == [0]
+    starts = tile_starts(100, 32, 0.5)
+    assert starts[0] == 0 and starts[-1] == 68 and max(np.diff(starts)) <= 16
+
+
+# ---- training ------------------------------------------------------------------------------
+def test_training_yields_events_learns_and_stops(small_volume):
+    image, truth, strokes = small_volume
+    events = []
+    gen = iter_train(image, strokes, TrainConfig(**{**TINY, "iterations": 40}))
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert [e.step for e in events] == list(range(1, 41))
+    assert all(e.total == 40 and math.isfinite(e.loss) for e in events)
+    assert np.mean([e.loss for e in events[-5:]]) < np.mean([e.loss for e in events[:5]])
+    assert result.steps == 40 and not result.stopped and not result.model.training
+    config = result.model.config
+    assert config["architecture"]["num_classes"] == 2 and len(config["training"]["history"]) > 0
+    json.dumps(config)  # the config is JSON-able as saved
+
+    calls = []
+    stopped = train(image, strokes, TrainConfig(**{**TINY, "iterations": 1000}),
+                    should_stop=lambda: len(calls) > 3 or calls.append(1))
+    assert stopped.stopped and stopped.steps == 4
+
+
+def test_strokes_are_never_modified(small_volume):
+    image, _, strokes = small_volume
+    before = strokes.copy()
+    train(image, strokes, TrainConfig(**TINY))
+    np.testing.assert_array_equal(strokes, before)
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+def test_save_load_round_trip_gives_the_same_prediction(tmp_path, small_volume):
+    image, _, strokes = small_volume
+    result = train(image, strokes, TrainConfig(**TINY), voxel_size=(2.0, 1.0, 1.0))
+    first = predict(result.model, image)
+    save_model(result.model, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json",
+                                                                   "model.safetensors"]
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(predict(loaded, image), first)
+    assert loaded.config["voxel_size"] == [2.0, 1.0, 1.0]
+    assert set(loaded.config["versions"]) >= {"napari_voxseg", "torch"}
+    save_model(loaded, tmp_path / "m")  # overwriting keeps exactly one model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_damaged_models_are_refused(tmp_path, small_volume):
+    image, _, strokes = small_volume
+    model = train(image, strokes, TrainConfig(**TINY)).model
+    save_model(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+
+    with pytest.raises(VoxSegError, match="does not exist"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(VoxSegError, match="not readable JSON"):
+        load_model(tmp_path / "m")
+    del config["architecture"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VoxSegError, match="architecture"):
+        load_model(tmp_path / "m")
+
+    save_model(model, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(VoxSegError, match="safetensors"):
+        load_model(tmp_path / "m")
+
+
+# ---- metrics and files -------------------------------------------------------------------
+def test_dice_and_iou():
+    truth = np.array([1, 1, 2, 2, 2, 2])
+    pred = np.array([1, 2, 2, 2, 2, 1])
+    dice = dice_per_class(pred, truth)
+    assert dice[1] == pytest.approx(2 * 1 / (2 + 2)) and dice[2] == pytest.approx(6 / 8)
+    assert iou_per_class(pred, truth)[2] == pytest.approx(3 / 5)
+    with pytest.raises(VoxSegError, match="shape"):
+        dice_per_class(pred[:3], truth)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".npy", ".npz"])
+def test_files_round_trip(tmp_path, suffix):
+    array = np.random.default_rng(0).integers(0, 4, (5, 6, 7)).astype(np.uint8)
+    path = write_volume(tmp_path / f"v{suffix}", array, (2.0, 0.5, 0.5))
+    back, voxel = read_volume(path)
+    np.testing.assert_array_equal(back, array)
+    if suffix != ".npy":
+        assert voxel == pytest.approx((2.0, 0.5, 0.5))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_truncated_and_unknown_files(tmp_path):
+    path = write_volume(tmp_path / "v.tif", np.zeros((4, 8, 8), np.float32))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(VoxSegError, match="not a readable"):
+        read_volume(path)
+    with pytest.raises(VoxSegError, match="cannot read"):
+        read_volume(tmp_path / "v.png")
