@@ -43,6 +43,7 @@ def run_demo(headless: bool, out_dir: Path, iterations: int | None = None) -> in
     from ..core import dice_per_class, write_volume
 
     viewer = napari.Viewer(title="napari-voxseg demo")
+    viewer.window.resize(1400, 820)
     widget = open_demo(viewer)
     if iterations:
         widget.iterations.value = iterations
@@ -62,6 +63,7 @@ def run_demo(headless: bool, out_dir: Path, iterations: int | None = None) -> in
     write_volume(out_dir / "prediction.tif", prediction.data, tuple(image.scale))
     widget.save_model(out_dir / "model")
     viewer.layers["voxseg sample strokes"].visible = False
+    viewer.layers.selection.active = prediction
     shot = viewer.screenshot(path=str(out_dir / "screenshot.png"), canvas_only=False)
     dice = {str(k): round(v, 4) for k, v in dice_per_class(prediction.data, truth).items()}
     report = {"train_and_predict_seconds": round(seconds, 1), "dice": dice,

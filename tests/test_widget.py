@@ -1,0 +1,188 @@
+"""The dock widget in a real napari viewer (under Xvfb): train, stop, save, load, bad input."""
+
+import time
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_voxseg._qt.widget import VoxSegWidget
+from napari_voxseg.core import load_model, predict, save_model
+
+SAMPLE = "voxseg sample"
+
+
+@pytest.fixture
+def messages():
+    seen = []
+
+    def record(event):
+        seen.append(str(getattr(event, "message", event)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def setup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells")
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="VoxSeg")
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.labels_choice.value = viewer.layers[f"{SAMPLE} strokes"]
+    return viewer, widget
+
+
+def wait_done(qtbot, widget, timeout=300_000):
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def test_train_adds_a_prediction_layer(setup, qtbot):
+    viewer, widget = setup
+    strokes = viewer.layers[f"{SAMPLE} strokes"]
+    before = strokes.data.copy()
+    widget.iterations.value = 15
+    widget.train_button.clicked.emit()
+    assert widget.running
+    wait_done(qtbot, widget)
+    layer = viewer.layers[f"{SAMPLE} prediction"]
+    image = viewer.layers[SAMPLE]
+    assert layer.data.shape == image.data.shape
+    assert tuple(layer.scale) == tuple(image.scale) == (0.5, 0.5, 0.5)
+    assert set(np.unique(layer.data)) <= {1, 2, 3} and len(np.unique(layer.data)) >= 2
+    assert widget.model is not None and widget.model.config["voxel_size"] == [0.5, 0.5, 0.5]
+    np.testing.assert_array_equal(strokes.data, before)  # the user's strokes are untouched
+    assert widget.progress.value == 100
+
+    # Training again updates the same layer in place instead of stacking new ones.
+    widget.iterations.value = 3
+    widget.train()
+    wait_done(qtbot, widget)
+    assert [lay.name for lay in viewer.layers].count(f"{SAMPLE} prediction") == 1
+
+
+def test_stop_ends_training_within_seconds(setup, qtbot):
+    viewer, widget = setup
+    widget.iterations.value = 100_000
+    widget.train()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("step"), timeout=60_000)
+    start = time.monotonic()
+    widget.stop_button.clicked.emit()
+    wait_done(qtbot, widget, timeout=30_000)
+    assert time.monotonic() - start < 10
+    assert widget.status.value.startswith("stopped")
+    assert widget.model.config["training"]["steps_done"] < 100_000
+    assert f"{SAMPLE} prediction" in viewer.layers
+
+
+def test_save_load_predict_round_trip(setup, qtbot, tmp_path):
+    viewer, widget = setup
+    widget.iterations.value = 10
+    widget.train()
+    wait_done(qtbot, widget)
+    first = viewer.layers[f"{SAMPLE} prediction"].data.copy()
+    assert widget.save_model(tmp_path / "model") == tmp_path / "model"
+
+    # A fresh widget loads the model and predicts a second volume, as a user would next day.
+    other = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(other, name="VoxSeg 2")
+    assert other.load_model(tmp_path / "model") is not None
+    assert other.classes.value == 3
+    flipped = viewer.add_image(viewer.layers[SAMPLE].data[:, ::-1].copy(), name="second",
+                               scale=(0.5, 0.5, 0.5))
+    other.image_choice.value = flipped
+    other.predict_button.clicked.emit()
+    wait_done(qtbot, other)
+    expected = predict(load_model(tmp_path / "model"), flipped.data)
+    np.testing.assert_array_equal(viewer.layers["second prediction"].data, expected)
+
+    other.image_choice.value = viewer.layers[SAMPLE]
+    other.predict()
+    wait_done(qtbot, other)
+    np.testing.assert_array_equal(viewer.layers[f"{SAMPLE} prediction"].data, first)
+
+
+def test_new_annotations_match_the_image(setup):
+    viewer, widget = setup
+    layer = widget.new_annotations()
+    image = viewer.layers[SAMPLE]
+    assert layer.data.shape == image.data.shape and tuple(layer.scale) == tuple(image.scale)
+    assert layer.name == f"{SAMPLE} annotations" and widget.labels_choice.value is layer
+    assert layer.mode == "paint" and not layer.data.any()
+
+
+def _snapshot(viewer):
+    return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+
+
+def test_bad_input_notifies_and_changes_no_layer(setup, qtbot, messages, tmp_path):
+    viewer, widget = setup
+    image = viewer.layers[SAMPLE]
+    shape = image.data.shape
+    bad_image = image.data.copy()
+    bad_image[0, 0, 0] = np.nan
+    viewer.add_image(bad_image, name="with nan")
+    viewer.add_image(image.data[0], name="flat")
+    viewer.add_labels(np.ones((4, 4, 4), np.uint8), name="other shape")
+    viewer.add_labels(np.zeros(shape, np.uint8), name="empty")
+    one = np.zeros(shape, np.uint8)
+    one[5, 5, 5:9] = 2
+    viewer.add_labels(one, name="one class")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("[]")
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"")
+
+    cases = [
+        ("labels shape", dict(labels="other shape"), widget.train, "shape"),
+        ("no strokes", dict(labels="empty"), widget.train, "no strokes"),
+        ("one class", dict(labels="one class"), widget.train, "only one class"),
+        ("NaN image", dict(image="with nan"), widget.train, "NaN"),
+        ("2D image", dict(image="flat"), widget.train, "2D"),
+        ("weights count", dict(weights="1,2"), widget.train, "class weight"),
+        ("negative weights", dict(weights="1,-2,1"), widget.train, ">= 0"),
+        ("text weights", dict(weights="heavy"), widget.train, "not numbers"),
+        ("predict without model", {}, widget.predict, "no model"),
+        ("missing model", {}, lambda: widget.load_model(tmp_path / "none"), "does not exist"),
+        ("corrupt model", {}, lambda: widget.load_model(tmp_path / "broken"), "not a"),
+    ]
+    for name, form, action, fragment in cases:
+        widget.image_choice.value = viewer.layers[form.get("image", SAMPLE)]
+        widget.labels_choice.value = viewer.layers[form.get("labels", f"{SAMPLE} strokes")]
+        widget.weights.value = form.get("weights", "none")
+        before = _snapshot(viewer)
+        messages.clear()
+        action()
+        assert not widget.running, name
+        assert messages and fragment in messages[-1], (name, messages)
+        after = _snapshot(viewer)
+        assert before.keys() == after.keys(), name
+        for key in before:
+            np.testing.assert_array_equal(before[key], after[key], err_msg=name)
+
+
+def test_saving_without_a_model_notifies(setup, messages, tmp_path):
+    _, widget = setup
+    assert widget.save_model(tmp_path / "m") is None
+    assert "no model" in messages[-1] and not (tmp_path / "m").exists()
+
+
+def test_prediction_layer_keeps_scale_and_translate(make_napari_viewer, qtbot, sample, tmp_path):
+    """A model saved from the core predicts into a layer placed like its image."""
+    from napari_voxseg.core import TrainConfig, train
+
+    model = train(sample.image, sample.strokes,
+                  TrainConfig(iterations=3, patch_size=(16, 32, 32))).model
+    save_model(model, tmp_path / "m")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(sample.image, name="scan", scale=(2.0, 0.3, 0.3),
+                             translate=(5.0, 1.0, 0.0))
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load_model(tmp_path / "m")
+    widget.image_choice.value = layer
+    widget.predict()
+    wait_done(qtbot, widget)
+    pred = viewer.layers["scan prediction"]
+    assert tuple(pred.scale) == (2.0, 0.3, 0.3) and tuple(pred.translate) == (5.0, 1.0, 0.0)
