@@ -73,9 +73,7 @@ def _check_output_folder(path: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from .core import TrainConfig, iter_train, read_volume, save_model
-    from .core.checkpoint import check_config  # noqa: F401  (keeps the import cheap to fail)
-    from .core.errors import VoxSegError
+    from .core import TrainConfig, VoxSegError, iter_train, read_volume, save_model
 
     out = Path(args.out)
     _check_output_folder(out)
@@ -110,9 +108,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .core import iter_predict, load_model, read_volume, write_volume
+    import numpy as np
+
+    from .core import VoxSegError, iter_predict, load_model, read_volume, write_volume
     from .core.files import WRITE_SUFFIXES, suffix_of
-    from .core.errors import VoxSegError
 
     for target in filter(None, (args.out, args.probabilities)):
         _check_output_folder(Path(target))
@@ -136,8 +135,7 @@ def cmd_predict(args) -> int:
     write_volume(args.out, result.labels, voxel)
     if args.probabilities:
         write_volume(args.probabilities, result.probabilities, voxel)
-    counts = {int(c): int(n) for c, n in zip(*__import__("numpy").unique(result.labels,
-                                                                         return_counts=True))}
+    counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
     print(f"wrote {args.out} (shape {result.labels.shape}, voxels per class {counts})")
     return 0
 

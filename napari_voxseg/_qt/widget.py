@@ -237,7 +237,8 @@ class VoxSegWidget(Container):
         if isinstance(exc, VoxSegError):
             self._notify_error(str(exc))
         else:
-            self._notify_error(f"training failed: {type(exc).__name__}: {exc}")
+            self._notify_error(f"VoxSeg failed ({type(exc).__name__}: {exc}); the layers are "
+                               "unchanged, please report this with the steps that led to it")
 
     def _on_finished(self) -> None:
         self._worker = None

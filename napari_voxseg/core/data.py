@@ -176,12 +176,13 @@ def class_weights(spec, labels: np.ndarray, num_classes: int) -> np.ndarray | No
             f"class weights {values} must be finite and >= 0; fix the negative or missing ones"
         )
     if weights.sum() == 0:
-        raise VoxSegError("class weights are all 0, so nothing would be learned; give positive weights")
+        raise VoxSegError("class weights are all 0, so nothing would be learned; give "
+                          "positive weights")
     return weights.astype(np.float32)
 
 
 def percentiles(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Per-channel ``(low, high)`` intensity percentiles of a ``(C, Z, Y, X)`` image, shape (C, 2)."""
+    """Per-channel ``(low, high)`` percentiles of a ``(C, Z, Y, X)`` image, shape (C, 2)."""
     out = np.empty((image.shape[0], 2), dtype=np.float64)
     for c, channel in enumerate(image):
         flat = channel.ravel()

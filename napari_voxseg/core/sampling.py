@@ -1,4 +1,4 @@
-"""Training patches drawn mostly around strokes, with flips, 90 degree turns and intensity jitter."""
+"""Training patches drawn mostly around strokes; flips, 90 degree turns, intensity jitter."""
 
 from __future__ import annotations
 

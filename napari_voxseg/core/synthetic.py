@@ -101,7 +101,8 @@ def make_sample(shape=SAMPLE_SHAPE, seed: int = 0, noise: float = 0.05) -> Sampl
         c = rng.uniform(r + 1, np.array(shape) - r - 1)
         if any(np.linalg.norm(c - c2) < (r.max() + r2.max() + 3) for c2, r2 in nuclei):
             continue
-        inside = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1
+        inside = (((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2
+                  + ((xx - c[2]) / r[2]) ** 2) <= 1
         if (truth[inside] != 1).any():
             continue
         truth[inside] = 2
