@@ -7,6 +7,7 @@ target and renames it into place, so a crash leaves the old model or the new one
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -40,8 +41,34 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _complete(path: Path) -> bool:
+    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+
+
+def _leftovers(path: Path, suffix: str) -> list[Path]:
+    """Folders a save of ``path`` leaves while it runs: ``.<name>.*.tmp`` / ``.<name>.*.old``."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _recover(path: Path) -> None:
+    """If a save was killed between its two renames, put the previous model back."""
+    if path.exists():
+        return
+    for old in _leftovers(path, ".old"):
+        if _complete(old):
+            os.replace(old, path)
+            return
+
+
 def save_model(model: torch.nn.Module, path) -> Path:
-    """Write ``model`` (with its ``.config``) to the directory ``path``, atomically."""
+    """Write ``model`` (with its ``.config``) to the directory ``path``, atomically.
+
+    The new model is written into ``.<name>.XXXX.tmp`` beside ``path``; an existing model is
+    renamed to ``.<name>.XXXX.old``, the new one renamed to ``path``, then the old one removed.
+    If the process dies between the two renames, :func:`load_model` renames the old one back, so
+    a reader always finds the previous model or the new one, complete.
+    """
     path = Path(path)
     config = getattr(model, "config", None)
     if not config:
@@ -51,6 +78,10 @@ def save_model(model: torch.nn.Module, path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
+    _recover(path)
+    if path.is_dir() and _complete(path):  # leftovers of earlier killed saves
+        for stale in _leftovers(path, ".tmp") + _leftovers(path, ".old"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -125,6 +156,7 @@ def check_config(config) -> dict:
 def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a model directory saved by :func:`save_model`; the module has ``.config``."""
     path = Path(path)
+    _recover(path)
     if not path.exists():
         raise VoxSegError(f"model folder {path} does not exist; give the folder that "
                           "'train --out' or 'Save model' wrote")
