@@ -300,3 +300,11 @@ def test_truncated_and_unknown_files(tmp_path):
         read_volume(path)
     with pytest.raises(VoxSegError, match="cannot read"):
         read_volume(tmp_path / "v.png")
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 5), (2, 3, 4, 5), (3, 1, 4, 5)])
+def test_tiff_keeps_single_slices_and_channels_first(tmp_path, shape):
+    array = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    back, voxel = read_volume(write_volume(tmp_path / "v.tif", array, (3.0, 0.5, 0.25)))
+    np.testing.assert_array_equal(back, array)
+    assert voxel == pytest.approx((3.0, 0.5, 0.25))

@@ -171,9 +171,10 @@ def class_weights(spec, labels: np.ndarray, num_classes: int) -> np.ndarray | No
             f"{weights.size} class weight(s) given for {num_classes} classes; give exactly one "
             f"weight per class ({num_classes}), or 'auto'"
         )
-    if not np.isfinite(weights).all() or (weights < 0).any():
+    if not np.isfinite(weights).all() or (weights < 0).any() or (weights > 1e6).any():
         raise VoxSegError(
-            f"class weights {values} must be finite and >= 0; fix the negative or missing ones"
+            f"class weights {values} must be finite, >= 0 and at most 1e6; fix the ones that "
+            "are not"
         )
     if weights.sum() == 0:
         raise VoxSegError("class weights are all 0, so nothing would be learned; give "

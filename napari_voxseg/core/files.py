@@ -44,6 +44,17 @@ def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
     return (z, float(y), float(x))
 
 
+def _imagej_axes(array: np.ndarray, series) -> np.ndarray:
+    """Undo tifffile's squeeze for ImageJ files: keep Z (even of length 1), channels first."""
+    axes, shape = series.get_axes(False), series.get_shape(False)
+    keep = [(a, n) for a, n in zip(axes, shape) if a in "ZYX" or n > 1]
+    array = array.reshape([n for _, n in keep])
+    names = "".join(a for a, _ in keep)
+    if "C" in names:
+        array = np.moveaxis(array, names.index("C"), 0)
+    return array
+
+
 def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read one array and its voxel size (None when the file does not say)."""
     path = Path(path)
@@ -66,6 +77,8 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
                 with tifffile.TiffFile(path) as tif:
                     array = tif.asarray()
                     voxel = _tiff_voxel_size(tif)
+                    if tif.is_imagej:
+                        array = _imagej_axes(array, tif.series[0])
             finally:
                 log.setLevel(level)
             return array, voxel
@@ -116,10 +129,18 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
     if voxel_size is not None:
         z, y, x = (float(v) for v in voxel_size)
         kwargs = {"resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "um"}}
-    axes = {3: "ZYX", 4: "CZYX"}.get(array.ndim)
+    if array.ndim == 4:  # (C, Z, Y, X) is stored in ImageJ's order, Z before C
+        array = np.ascontiguousarray(np.moveaxis(array, 0, 1))
+    axes = {3: "ZYX", 4: "ZCYX"}.get(array.ndim)
     if axes:
         kwargs.setdefault("metadata", {})["axes"] = axes
-    tifffile.imwrite(target, array, imagej=True, **kwargs)
+    if array.shape[-1] == 1:
+        # ImageJ reads a trailing axis of length 1 as samples and loses it: for a volume one
+        # voxel wide, write a plain TIFF whose description keeps the exact shape instead.
+        tifffile.imwrite(target, array, photometric="minisblack",
+                         metadata={"axes": kwargs.get("metadata", {}).get("axes")})
+        return
+    tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
 def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:

@@ -1,0 +1,100 @@
+"""Property tests: random shapes and dtypes never crash the checks or the reader.
+
+The only error allowed is VoxSegError (one clear line), and the input is never modified.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from napari_voxseg.core import VoxSegError, check_image, check_labels, class_weights
+from napari_voxseg.core.files import read_volume, write_volume
+
+DTYPES = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
+                   hnp.boolean_dtypes(), hnp.complex_number_dtypes(),
+                   st.just(np.dtype("U3")), st.just(np.dtype(object)))
+ARRAYS = hnp.arrays(DTYPES, hnp.array_shapes(min_dims=0, max_dims=6, min_side=0, max_side=5))
+FAST = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FAST
+@given(ARRAYS)
+def test_check_image_accepts_or_explains(array):
+    before = array.copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = check_image(array)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert out.ndim == 4 and out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_array_equal(array, before)
+
+
+@FAST
+@given(ARRAYS, st.one_of(st.none(), st.integers(-3, 300)))
+def test_check_labels_accepts_or_explains(array, num_classes):
+    before = array.copy()
+    shape = array.shape if array.ndim == 3 else (2, 2, 2)
+    try:
+        labels, k = check_labels(array, shape, num_classes=num_classes)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert k >= 2 and labels.max() <= k
+        class_weights("auto", labels, k)
+    np.testing.assert_array_equal(array, before)
+
+
+@FAST
+@given(st.one_of(st.text(max_size=12), st.lists(st.floats(allow_nan=True), max_size=5)),
+       st.integers(2, 5))
+def test_class_weights_accept_or_explain(spec, k):
+    labels = np.arange(12, dtype=np.uint8) % (k + 1)
+    try:
+        w = class_weights(spec, labels, k)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert w is None or (w.shape == (k,) and np.isfinite(w).all() and (w >= 0).all())
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400), suffix=st.sampled_from([".tif", ".npy", ".npz"]))
+def test_reader_explains_any_bytes(tmp_path, data, suffix):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(data)
+    try:
+        read_volume(path)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(array=hnp.arrays(st.sampled_from([np.uint8, np.uint16, np.float32, np.int32]),
+                        hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=6),
+                        elements={"min_value": 0, "max_value": 200}),
+       suffix=st.sampled_from([".tif", ".npy", ".npz"]), cut=st.floats(0.0, 1.0))
+def test_truncated_files_are_explained(tmp_path, array, suffix, cut):
+    path = write_volume(tmp_path / f"v{suffix}", array)
+    full = path.read_bytes()
+    back, _ = read_volume(path)
+    np.testing.assert_array_equal(back, array)
+    path.write_bytes(full[: int(len(full) * cut)])
+    try:
+        read_volume(path)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 200, 3)])
+def test_thin_volumes_are_accepted(shape):
+    assert check_image(np.ones(shape, np.uint8)).shape == (1, *shape)
