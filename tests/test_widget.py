@@ -186,3 +186,32 @@ def test_prediction_layer_keeps_scale_and_translate(make_napari_viewer, qtbot, s
     wait_done(qtbot, widget)
     pred = viewer.layers["scan prediction"]
     assert tuple(pred.scale) == (2.0, 0.3, 0.3) and tuple(pred.translate) == (5.0, 1.0, 0.0)
+
+
+def test_strokes_painted_during_training_survive_stop_errors_and_reload(setup, qtbot, messages,
+                                                                        tmp_path):
+    viewer, widget = setup
+    strokes = viewer.layers[f"{SAMPLE} strokes"]
+    widget.iterations.value = 100_000
+    widget.train()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("step"), timeout=60_000)
+    # The person keeps painting while the network trains.
+    strokes.data[30, 10:20, 10:12] = 1
+    strokes.data[40, 50:52, 50:60] = 2
+    strokes.refresh()
+    painted = strokes.data.copy()
+    widget.stop()
+    wait_done(qtbot, widget, timeout=30_000)
+    np.testing.assert_array_equal(strokes.data, painted)
+
+    # An error (bad weights) and a save/reload cycle leave every painted voxel in place too.
+    widget.weights.value = "1,2"
+    widget.train()
+    assert "class weight" in messages[-1]
+    widget.weights.value = "none"
+    widget.save_model(tmp_path / "m")
+    widget.load_model(tmp_path / "m")
+    widget.predict()
+    wait_done(qtbot, widget)
+    np.testing.assert_array_equal(strokes.data, painted)
+    assert viewer.layers[f"{SAMPLE} prediction"] is not strokes
