@@ -19,6 +19,7 @@ from .data import check_image, normalize
 from .device import resolve_device
 from .errors import VoxSegError
 from .sampling import pad_to
+from .train import run_to_end
 
 
 @dataclass
@@ -128,6 +129,4 @@ def iter_predict(
 
 def predict(model: torch.nn.Module, image, **kwargs) -> np.ndarray:
     """Labels 1..K for a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image (see :func:`iter_predict`)."""
-    from .train import run_to_end
-
     return run_to_end(iter_predict(model, image, **kwargs)).labels
