@@ -308,3 +308,37 @@ def test_tiff_keeps_single_slices_and_channels_first(tmp_path, shape):
     back, voxel = read_volume(write_volume(tmp_path / "v.tif", array, (3.0, 0.5, 0.25)))
     np.testing.assert_array_equal(back, array)
     assert voxel == pytest.approx((3.0, 0.5, 0.25))
+
+
+def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, monkeypatch):
+    import sys
+
+    train_module = sys.modules["napari_voxseg.core.train"]  # the module, not core.train()
+
+    image, _, strokes = small_volume
+    real = build_loss("ce")
+
+    class Flaky(torch.nn.Module):
+        """Cross-entropy that is NaN every ``every`` calls (every call when every == 1)."""
+
+        def __init__(self, every):
+            super().__init__()
+            self.every, self.calls = every, 0
+
+        def forward(self, logits, labels):
+            self.calls += 1
+            value = real(logits, labels)
+            return value * float("nan") if self.calls % self.every == 0 else value
+
+    def flaky(name, class_weights=None):
+        return Flaky(3)
+
+    monkeypatch.setattr(train_module, "build_loss", flaky)
+    monkeypatch.setattr(train_module, "MAX_BAD_STEPS", 3)
+    result = train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))
+    assert result.skipped_steps == 3
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None: Flaky(1))
+    with pytest.raises(VoxSegError, match="NaN or infinite 3 steps in a row"):
+        train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))
