@@ -64,21 +64,11 @@ def _floats(text: str, count: int, what: str) -> tuple[float, ...]:
     return values
 
 
-def _check_output_folder(path: Path) -> None:
-    from .core import VoxSegError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VoxSegError(f"output folder {parent} does not exist; create it first")
-
-
 def cmd_train(args) -> int:
-    from .core import TrainConfig, VoxSegError, iter_train, read_volume, save_model
+    from .core import TrainConfig, iter_train, read_volume, save_model
+    from .core.checkpoint import check_model_folder
 
-    out = Path(args.out)
-    _check_output_folder(out)
-    if out.exists() and not out.is_dir():
-        raise VoxSegError(f"--out {out} is a file; give a folder name for the model")
+    out = check_model_folder(args.out)  # fail now, not after minutes of training
     image, voxel = read_volume(args.image)
     labels, _ = read_volume(args.labels)
     if args.voxel_size:
@@ -110,14 +100,11 @@ def cmd_train(args) -> int:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .core import VoxSegError, iter_predict, load_model, read_volume, write_volume
-    from .core.files import WRITE_SUFFIXES, suffix_of
+    from .core import iter_predict, load_model, read_volume, write_volume
+    from .core.files import check_output_file
 
     for target in filter(None, (args.out, args.probabilities)):
-        _check_output_folder(Path(target))
-        if suffix_of(target) not in WRITE_SUFFIXES:
-            raise VoxSegError(f"cannot write '{suffix_of(target) or 'no suffix'}' files "
-                              f"({target}); use one of {', '.join(WRITE_SUFFIXES)}")
+        check_output_file(target)  # fail now, not after the prediction
     model = load_model(args.model, device=args.device)
     image, voxel = read_volume(args.image)
     bar = Progress("predict")

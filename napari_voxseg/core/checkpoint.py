@@ -61,6 +61,17 @@ def _recover(path: Path) -> None:
             return
 
 
+def check_model_folder(path) -> Path:
+    """Check that :func:`save_model` can write ``path``; call it before any long work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise VoxSegError(f"{path} is a file; give a directory name for the model")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
+    return path
+
+
 def save_model(model: torch.nn.Module, path) -> Path:
     """Write ``model`` (with its ``.config``) to the directory ``path``, atomically.
 
@@ -69,15 +80,11 @@ def save_model(model: torch.nn.Module, path) -> Path:
     If the process dies between the two renames, :func:`load_model` renames the old one back, so
     a reader always finds the previous model or the new one, complete.
     """
-    path = Path(path)
     config = getattr(model, "config", None)
     if not config:
         raise VoxSegError("this model has no config; train it or load it with voxseg first")
-    if path.exists() and not path.is_dir():
-        raise VoxSegError(f"{path} is a file; give a directory name for the model")
+    path = check_model_folder(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
     _recover(path)
     if path.is_dir() and _complete(path):  # leftovers of earlier killed saves
         for stale in _leftovers(path, ".tmp") + _leftovers(path, ".old"):

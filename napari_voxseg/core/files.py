@@ -143,8 +143,8 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
-def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
-    """Write ``array`` to ``path`` (format from its suffix) atomically; return the path."""
+def check_output_file(path) -> Path:
+    """Check that ``write_volume`` can write ``path`` (suffix, folder); before any long work."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in WRITE_SUFFIXES:
@@ -155,6 +155,14 @@ def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
         raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
     if path.is_dir():
         raise VoxSegError(f"{path} is a folder; give a file name for the output")
+    return path
+
+
+def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
+    """Write ``array`` to ``path`` (format from its suffix) atomically; return the path."""
+    path = check_output_file(path)
+    suffix = suffix_of(path)
+    parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
     os.close(fd)
     try:
