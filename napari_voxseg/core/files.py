@@ -72,7 +72,8 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
 
             # tifffile logs each damaged tag before it raises; the one-line error says it all.
             log = logging.getLogger("tifffile")
-            level, log.level = log.level, logging.CRITICAL
+            level = log.level
+            log.setLevel(logging.CRITICAL)  # setLevel, not .level =, so the level cache clears
             try:
                 with tifffile.TiffFile(path) as tif:
                     array = tif.asarray()
