@@ -31,15 +31,10 @@ def read_layers(path):
     layers = []
     for p in paths:
         array, voxel_size = read_volume(p)
-        name = Path(p).name
-        for suffix in (".npz", ".npy", ".tiff", ".tif"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
+        name = Path(p).stem  # every suffix the reader takes is a single one
         meta = {"name": name}
         if voxel_size is not None and array.ndim >= 3:
-            meta["scale"] = tuple(voxel_size)
-            if array.ndim == 4:
-                meta["scale"] = (1.0, *voxel_size)
+            meta["scale"] = (1.0,) * (array.ndim - 3) + tuple(voxel_size)
         kind = "labels" if array.dtype.kind in "iu" and _LABEL_NAME.search(name) else "image"
         layers.append((array, meta, kind))
     return layers
