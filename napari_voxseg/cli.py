@@ -64,26 +64,50 @@ def _floats(text: str, count: int, what: str) -> tuple[float, ...]:
     return values
 
 
+def _names(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [n.strip() for n in text.split(",")]
+
+
 def cmd_train(args) -> int:
     from .core import TrainConfig, iter_train, read_volume, save_model
     from .core.checkpoint import check_model_folder
+    from .core.errors import VoxSegError
 
     out = check_model_folder(args.out)  # fail now, not after minutes of training
-    image, voxel = read_volume(args.image)
-    labels, _ = read_volume(args.labels)
-    if args.voxel_size:
-        voxel = _floats(args.voxel_size, 3, "--voxel-size")
     config = TrainConfig(
-        iterations=args.iterations, loss=args.loss, class_weights=args.class_weights,
-        num_classes=args.classes, device=args.device, seed=args.seed,
-        num_threads=args.threads,
+        iterations=args.iterations, task=args.task, loss=args.loss,
+        class_weights=args.class_weights, num_classes=args.classes, device=args.device,
+        seed=args.seed, num_threads=args.threads, focal_gamma=args.focal_gamma,
+        boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
+        class_names=_names(args.class_names),
         **({"patch_size": tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))}
            if args.patch_size else {}),
         **({"batch_size": args.batch_size} if args.batch_size else {}),
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     )
+    config.checked()  # a bad task, loss or number: say so before reading any volume
+    if len(args.labels) > 1 and config.task != "multilabel":
+        raise VoxSegError(f"{len(args.labels)} label files given for a {config.task} task, which "
+                          "takes one; give several only with --task multilabel (one per class)")
+    if args.mask and config.task != "regression":
+        raise VoxSegError("--mask is for regression targets; for a "
+                          f"{config.task} task paint 0 where nothing is known")
+    if args.boundary_from and config.loss != "boundary_ce":
+        raise VoxSegError("--boundary-from is for --loss boundary_ce; drop it or use that loss")
+    image, voxel = read_volume(args.image)
+    volumes = [read_volume(path)[0] for path in args.labels]
+    labels = volumes if config.task == "multilabel" and len(volumes) > 1 else volumes[0]
+    if config.task == "multilabel" and config.class_names is None and len(volumes) > 1:
+        config.class_names = [Path(p).name.split(".")[0] for p in args.labels]
+    mask = read_volume(args.mask)[0] if args.mask else None
+    reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
+    if args.voxel_size:
+        voxel = _floats(args.voxel_size, 3, "--voxel-size")
     bar = Progress("train")
-    gen = iter_train(image, labels, config, voxel_size=voxel)
+    gen = iter_train(image, labels, config, voxel_size=voxel, mask=mask,
+                     boundary_reference=reference)
     try:
         while True:
             event = next(gen)
@@ -119,21 +143,46 @@ def cmd_predict(args) -> int:
     bar.close()
     voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
                       else None)
-    write_volume(args.out, result.labels, voxel)
+    write_volume(args.out, result.output, voxel)
     if args.probabilities:
         write_volume(args.probabilities, result.probabilities, voxel)
-    counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
-    print(f"wrote {args.out} (shape {result.labels.shape}, voxels per class {counts})")
+    if result.task == "regression":
+        values = result.values
+        print(f"wrote {args.out} (shape {values.shape}, values {values.min():.4g} to "
+              f"{values.max():.4g})")
+    elif result.task == "multilabel":
+        names = [c.get("name", "?") for c in model.config["classes"]]
+        share = ", ".join(f"{n} {100 * np.mean(v == 2):.1f}%" for n, v in zip(names,
+                                                                              result.labels))
+        print(f"wrote {args.out} (shape {result.labels.shape}, 1 = absent, 2 = present; "
+              f"present: {share})")
+    else:
+        counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
+        print(f"wrote {args.out} (shape {result.labels.shape}, voxels per class {counts})")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .core import dice_per_class, iou_per_class, read_volume
+    from .core.metrics import multilabel_dice, regression_errors
 
     pred, _ = read_volume(args.prediction)
     truth, _ = read_volume(args.ground_truth)
-    dice = dice_per_class(pred, truth)
-    iou = iou_per_class(pred, truth)
+    if truth.dtype.kind == "f":  # a float target: regression, values rather than labels
+        mask = read_volume(args.mask)[0] if args.mask else None
+        errors = regression_errors(pred, truth, mask)
+        if args.json:
+            print(json.dumps(errors))
+        else:
+            print(f"mean absolute error {errors['mae']:.6g}, root mean square error "
+                  f"{errors['rmse']:.6g} over {errors['voxels']} voxels")
+        return 0
+    if pred.ndim == 4:  # multi-label: per class, 1 = absent, 2 = present
+        dice = multilabel_dice(pred, truth)
+        iou = {}
+    else:
+        dice = dice_per_class(pred, truth)
+        iou = iou_per_class(pred, truth)
 
     def clean(v):
         return None if math.isnan(v) else round(v, 6)
@@ -147,7 +196,7 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"{'class':>6} {'dice':>8} {'iou':>8}")
         for c in dice:
-            print(f"{c:>6} {dice[c]:8.4f} {iou[c]:8.4f}")
+            print(f"{c:>6} {dice[c]:8.4f} {iou.get(c, math.nan):8.4f}")
         print(f"{'mean':>6} {mean:8.4f}")
     return 0
 
@@ -159,22 +208,46 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core import TrainConfig
     from .core.device import DEVICES
-    from .core.losses import LOSSES
+    from .core.losses import TASKS, losses_for
 
     parser = _Parser(prog="python -m napari_voxseg",
                      description="Train, apply and score 3D segmentation networks from strokes.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    names = sorted({n for t in TASKS for n in losses_for(t)})
     p = sub.add_parser("train", help="train a network on an image and its strokes")
     p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
-    p.add_argument("labels", help="strokes: 0 = not annotated, 1..K = classes")
+    p.add_argument("labels", nargs="+",
+                   help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
+                        "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
+                        "2 = present; regression: the float target")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--loss", default="ce", choices=sorted(LOSSES))
+    p.add_argument("--task", default="multiclass", choices=TASKS)
+    p.add_argument("--loss", default=None, choices=names, metavar="LOSS",
+                   help="multiclass: " + ", ".join(losses_for("multiclass"))
+                        + " (default ce); multilabel: " + ", ".join(losses_for("multilabel"))
+                        + " (default bce); regression: " + ", ".join(losses_for("regression"))
+                        + " (default mse)")
     p.add_argument("--class-weights", default="none",
-                   help="none | auto (inverse stroke frequency) | w1,w2,... (one per class)")
+                   help="none | auto (inverse stroke frequency; multilabel: absent/present) | "
+                        "median (median-frequency balancing) | w1,w2,... (one per class)")
+    p.add_argument("--focal-gamma", type=float, default=TrainConfig.focal_gamma,
+                   help="focal loss: how much easy voxels are down-weighted (0 = cross-entropy)")
+    p.add_argument("--boundary-weight", type=float, default=TrainConfig.boundary_weight,
+                   help="boundary_ce: extra weight at a class boundary (w0)")
+    p.add_argument("--boundary-sigma", type=float, default=TrainConfig.boundary_sigma,
+                   help="boundary_ce: fall-off of the extra weight, in voxels")
+    p.add_argument("--boundary-from", default=None, metavar="LABELS",
+                   help="boundary_ce: find boundaries in these labels (e.g. a prediction) "
+                        "instead of the strokes")
+    p.add_argument("--mask", default=None,
+                   help="regression: where the target is known (nonzero); default everywhere")
     p.add_argument("--classes", type=int, default=None,
                    help="class count K (default: the largest class painted)")
+    p.add_argument("--class-names", default=None,
+                   help="name1,name2,... (multilabel default: the label files' names)")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--patch-size", default=None, help="Z,Y,X (default 32,48,48)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -194,10 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="Dice and IoU per class against a ground truth")
+    p = sub.add_parser("evaluate", help="Dice and IoU per class against a ground truth (for "
+                                        "regression: mean absolute and RMS error)")
     p.add_argument("prediction")
     p.add_argument("ground_truth")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--mask", default=None, help="regression: compare only where nonzero")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the sample and the widget (headless: "

@@ -75,9 +75,38 @@ def _bad_inputs(d, model):
     (d / "broken_model").mkdir(exist_ok=True)
     (d / "broken_model" / "config.json").write_text("{")
     (d / "broken_model" / "model.safetensors").write_bytes(b"")
+    target = np.ones((16, 32, 32), np.float32)
+    target[0] = np.nan
+    write_volume(d / "nan_target.npy", target)
+    known = np.zeros((16, 32, 32), np.uint8)
+    known[:4] = 1  # covers the NaN slice
+    write_volume(d / "known.npy", known)
+    write_volume(d / "ml_bad.npy", np.full((16, 32, 32), 3, np.uint8))
     out = d / "out_model"
     img, strokes = d / "image.tif", d / "strokes.tif"
+    reg = ["--task", "regression"]
     return [
+        ("BCE on multi-class", ["train", img, strokes, "--out", out, "--loss", "bce"],
+         "for multilabel tasks", out),
+        ("Dice+CE on regression", ["train", img, d / "nan_target.npy", "--out", out, *reg,
+                                   "--loss", "dice_ce"], "for multiclass tasks", out),
+        ("regression NaN, no mask", ["train", img, d / "nan_target.npy", "--out", out, *reg],
+         "no mask", out),
+        ("regression NaN inside mask", ["train", img, d / "nan_target.npy", "--out", out, *reg,
+                                        "--mask", d / "known.npy"], "inside the mask", out),
+        ("regression weights", ["train", img, d / "nan_target.npy", "--out", out, *reg,
+                                "--class-weights", "auto"], "regression", out),
+        ("multi-label values", ["train", img, d / "ml_bad.npy", d / "ml_bad.npy", "--out", out,
+                                "--task", "multilabel"], "value 3", out),
+        ("two label files, multi-class", ["train", img, strokes, strokes, "--out", out],
+         "--task multilabel", out),
+        ("mask for multi-class", ["train", img, strokes, "--out", out, "--mask",
+                                  d / "known.npy"], "regression", out),
+        ("negative focal gamma", ["train", img, strokes, "--out", out, "--loss", "focal",
+                                  "--focal-gamma", "-1"], "focal gamma", out),
+        ("boundary source without boundary_ce", ["train", img, strokes, "--out", out,
+                                                 "--boundary-from", strokes], "boundary_ce",
+         out),
         ("labels shape", ["train", img, d / "small.tif", "--out", out], "shape", out),
         ("no strokes", ["train", img, d / "empty_strokes.npy", "--out", out], "no strokes", out),
         ("one class", ["train", img, d / "one_class.npy", "--out", out], "one class", out),
@@ -105,6 +134,62 @@ def _bad_inputs(d, model):
         ("evaluate floats", ["evaluate", d / "nan.npy", d / "truth.npy"], "integer", None),
         ("no command", [], "required", None),
     ]
+
+
+def test_multilabel_and_regression_tasks(files, small_volume):
+    image, truth, strokes = small_volume
+    d = files
+    # Two overlapping classes, one file each: the box, and the box's upper half.
+    box = np.where(strokes == 2, 2, np.where(strokes == 1, 1, 0)).astype(np.uint8)
+    upper = box.copy()
+    upper[8:][upper[8:] == 2] = 1
+    write_volume(d / "box.npy", box)
+    write_volume(d / "upper.npy", upper)
+    proc = run("train", d / "image.tif", d / "box.npy", d / "upper.npy", "--task", "multilabel",
+               "--loss", "dice_bce", "--class-weights", "auto", "--out", d / "ml",
+               "--iterations", 40, "--patch-size", "16,32,32")
+    assert proc.returncode == 0, proc.stderr
+    config = load_model(d / "ml").config
+    assert config["task"] == "multilabel" and [c["name"] for c in config["classes"]] == [
+        "box", "upper"]
+    assert len(config["training"]["class_weights"]) == 2
+    proc = run("predict", d / "ml", d / "image.tif", "--out", d / "ml_pred.npy",
+               "--probabilities", d / "ml_prob.npy")
+    assert proc.returncode == 0, proc.stderr
+    pred, _ = read_volume(d / "ml_pred.npy")
+    assert pred.shape == (2, *image.shape) and set(np.unique(pred)) <= {1, 2}
+    prob, _ = read_volume(d / "ml_prob.npy")
+    assert prob.shape == (2, *image.shape) and 0 <= prob.min() and prob.max() <= 1
+    write_volume(d / "ml_truth.npy", np.stack([truth, np.where(np.arange(16)[:, None, None] < 8,
+                                                                truth, 1)]).astype(np.uint8))
+    proc = run("evaluate", d / "ml_pred.npy", d / "ml_truth.npy", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)["dice"]) == {"1", "2"}
+
+    # Regression: learn 5 * (inside the box), known on two slices only.
+    target = (truth == 2).astype(np.float32) * 5
+    known = np.zeros_like(strokes)
+    known[[5, 9]] = 1
+    write_volume(d / "target.npy", target)
+    write_volume(d / "known_slices.npy", known)
+    proc = run("train", d / "image.tif", d / "target.npy", "--task", "regression", "--loss",
+               "l1", "--mask", d / "known_slices.npy", "--out", d / "reg", "--iterations", 60,
+               "--patch-size", "16,32,32")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("predict", d / "reg", d / "image.tif", "--out", d / "reg_pred.tif")
+    assert proc.returncode == 0, proc.stderr
+    values, voxel = read_volume(d / "reg_pred.tif")
+    assert values.dtype == np.float32 and values.shape == image.shape
+    assert voxel == pytest.approx((2.0, 1.0, 1.0))
+    proc = run("evaluate", d / "reg_pred.tif", d / "target.npy", "--json")
+    errors = json.loads(proc.stdout)
+    baseline = np.abs(target - target[known > 0].mean()).mean()
+    assert errors["mae"] < 0.5 * baseline, (errors, baseline)
+    # A regression model has no probabilities to give.
+    proc = run("predict", d / "reg", d / "image.tif", "--out", d / "r2.tif", "--probabilities",
+               d / "r2p.tif")
+    assert proc.returncode == 2 and "probabilities" in proc.stderr
+    assert not (d / "r2.tif").exists() and not (d / "r2p.tif").exists()
 
 
 def test_bad_input_gives_one_line_and_exit_2(files, trained):

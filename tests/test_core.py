@@ -125,11 +125,12 @@ def test_patches_are_biased_to_strokes_and_augmentation_keeps_alignment(sample):
     labels = sample.strokes
     # The image equals the labels, so any misalignment from a flip or a turn shows.
     image = labels[np.newaxis].astype(np.float32)
-    sampler = PatchSampler(image, labels, (16, 32, 32), seed=0)
+    sampler = PatchSampler(image, labels, (16, 32, 32), voxel_weights=labels * 2.0, seed=0)
     with_strokes = 0
     for _ in range(200):
-        img, lab = sampler.sample()
+        img, lab, weights = sampler.sample()
         assert img.shape == (1, 16, 32, 32) and lab.shape == (16, 32, 32)
+        np.testing.assert_array_equal(weights, lab * 2.0)  # weights turn with the labels
         gain_offset = np.polyfit(lab.ravel(), img[0].ravel(), 1) if lab.any() else None
         if gain_offset is not None:
             np.testing.assert_allclose(img[0], np.polyval(gain_offset, lab), atol=1e-4)
@@ -141,8 +142,15 @@ def test_patches_are_biased_to_strokes_and_augmentation_keeps_alignment(sample):
 def test_sampler_pads_volumes_smaller_than_a_patch():
     labels = np.zeros((3, 10, 10), np.uint8)
     labels[1, 2, 2], labels[1, 7, 7] = 1, 2
-    img, lab = PatchSampler(np.zeros((1, 3, 10, 10), np.float32), labels, (8, 16, 16)).sample()
-    assert img.shape == (1, 8, 16, 16) and lab.shape == (8, 16, 16)
+    img, lab, weights = PatchSampler(np.zeros((1, 3, 10, 10), np.float32), labels,
+                                     (8, 16, 16)).sample()
+    assert img.shape == (1, 8, 16, 16) and lab.shape == (8, 16, 16) and weights is None
+    # Regression targets are padded with NaN (= not known), never with a value.
+    target = np.full((1, 3, 10, 10), 0.5, np.float32)
+    _, values, _ = PatchSampler(np.zeros((1, 3, 10, 10), np.float32), target, (8, 16, 16),
+                                strata=labels, fill=np.nan).sample()
+    assert values.shape == (1, 8, 16, 16) and values.dtype == np.float32
+    assert np.isnan(values).sum() == 8 * 16 * 16 - 3 * 10 * 10
 
 
 # ---- network and prediction -------------------------------------------------------------
@@ -321,16 +329,18 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
     class Flaky(torch.nn.Module):
         """Cross-entropy that is NaN every ``every`` calls (every call when every == 1)."""
 
+        uses_voxel_weights = False
+
         def __init__(self, every):
             super().__init__()
             self.every, self.calls = every, 0
 
-        def forward(self, logits, labels):
+        def forward(self, logits, labels, voxel_weights=None):
             self.calls += 1
             value = real(logits, labels)
             return value * float("nan") if self.calls % self.every == 0 else value
 
-    def flaky(name, class_weights=None):
+    def flaky(name, class_weights=None, **kwargs):
         return Flaky(3)
 
     monkeypatch.setattr(train_module, "build_loss", flaky)
@@ -339,6 +349,6 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
     assert result.skipped_steps == 3
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
-    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None: Flaky(1))
+    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None, **kw: Flaky(1))
     with pytest.raises(VoxSegError, match="NaN or infinite 3 steps in a row"):
         train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))

@@ -12,9 +12,21 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, LineEdit, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
 from napari.qt.threading import create_worker
+from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from ..core import (
@@ -32,12 +44,28 @@ from ..core import (
     save_model,
 )
 from ..core.device import DEVICES
+from ..core.losses import LOSSES, losses_for, resolve_loss
+from ..core.targets import check_multilabel
+
+TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
+                ("regression", "regression")]
+# Multi-label layers: 1 = absent (grey in annotations, hidden in predictions), 2 = present.
+_CLASS_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                  "#17becf"]
 
 
-def _train_job(image, labels, config, voxel_size, stop: threading.Event, model=None):
+def multilabel_colormap(index: int, prediction: bool) -> DirectLabelColormap:
+    colour = _CLASS_COLOURS[index % len(_CLASS_COLOURS)]
+    absent = "transparent" if prediction else "#808080"
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: absent,
+                                           2: colour})
+
+
+def _train_job(image, labels, config, voxel_size, stop: threading.Event, model=None,
+               **kwargs):
     """Worker body: train, then predict the whole volume. Yields core events."""
     result = yield from iter_train(image, labels, config, model=model, voxel_size=voxel_size,
-                                   should_stop=stop.is_set)
+                                   should_stop=stop.is_set, **kwargs)
     prediction = yield from iter_predict(result.model, image)
     return result, prediction
 
@@ -45,6 +73,13 @@ def _train_job(image, labels, config, voxel_size, stop: threading.Event, model=N
 def _predict_job(model, image, stop: threading.Event):
     prediction = yield from iter_predict(model, image, should_stop=stop.is_set)
     return None, prediction
+
+
+def _class_name(layer_name: str, image_layer) -> str:
+    """'scan nuclei' -> 'nuclei' when the image is 'scan': the class, without the image's name."""
+    prefix = f"{image_layer.name} " if image_layer is not None else ""
+    rest = layer_name[len(prefix):].strip() if layer_name.startswith(prefix) else ""
+    return rest or layer_name
 
 
 def _spatial(layer) -> tuple[list[float], list[float]]:
@@ -63,12 +98,32 @@ class VoxSegWidget(Container):
         self._target = None  # the image layer the running job predicts
 
         self.image_choice = ComboBox(label="Image", choices=self._image_layers)
+        self.task = ComboBox(label="Task", choices=TASK_CHOICES, value="multiclass",
+                             tooltip="multi-class: each voxel one class; multi-label: classes "
+                                     "may overlap, one annotation layer per class (1 = absent, "
+                                     "2 = present); regression: learn a float image")
         self.labels_choice = ComboBox(label="Annotations", choices=self._labels_layers)
+        self.multi_labels = Select(label="Annotations", choices=self._labels_layers,
+                                   tooltip="One layer per class: 1 = absent, 2 = present")
+        self.target_choice = ComboBox(label="Target", choices=self._image_layers,
+                                      tooltip="The float image to learn (e.g. a distance map)")
+        self.mask_choice = ComboBox(label="Known where", choices=self._mask_layers,
+                                    tooltip="Where the target is known (nonzero); "
+                                            "'everywhere' uses every voxel")
         self.new_labels_button = PushButton(text="New annotations")
         self.classes = SpinBox(label="Classes", value=0, min=0, max=255,
                                tooltip="Number of classes; 0 = the largest class id painted")
+        self.loss = ComboBox(label="Loss", choices=self._loss_choices,
+                             tooltip="Only the losses that fit the task are offered")
+        self.focal_gamma = FloatSpinBox(label="Focal gamma", value=TrainConfig.focal_gamma,
+                                        min=0.0, max=10.0, step=0.5)
+        self.boundary_choice = ComboBox(label="Boundaries from", choices=self._boundary_sources,
+                                        tooltip="Where class boundaries are found for the "
+                                                "boundary weights: the strokes or a prediction")
         self.weights = LineEdit(label="Class weights", value="none",
-                                tooltip="none, auto (inverse stroke frequency) or w1,w2,...")
+                                tooltip="none, auto (inverse stroke frequency), median "
+                                        "(median-frequency balancing) or w1,w2,...")
+        self.weights_info = Label(label="Weights", value="")
         self.iterations = SpinBox(label="Iterations", value=TrainConfig.iterations, min=1,
                                   max=1_000_000)
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
@@ -81,11 +136,18 @@ class VoxSegWidget(Container):
         self.load_button = PushButton(text="Load model...")
         self.model_info = Label(label="Model", value="none")
         self.extend([
-            self.image_choice, self.labels_choice, self.new_labels_button, self.classes,
-            self.weights, self.iterations, self.device, self.train_button, self.stop_button,
-            self.progress, self.status, self.predict_button, self.save_button, self.load_button,
+            self.image_choice, self.task, self.labels_choice, self.multi_labels,
+            self.target_choice, self.mask_choice, self.new_labels_button, self.classes,
+            self.loss, self.focal_gamma, self.boundary_choice, self.weights, self.weights_info,
+            self.iterations, self.device, self.train_button, self.stop_button, self.progress,
+            self.status, self.predict_button, self.save_button, self.load_button,
             self.model_info,
         ])
+        self._watched: list = []  # annotation layers whose painting updates the weights shown
+        self._weights_timer = QTimer()
+        self._weights_timer.setSingleShot(True)
+        self._weights_timer.setInterval(300)
+        self._weights_timer.timeout.connect(self.update_weights_info)
 
         self.new_labels_button.changed.connect(self.new_annotations)
         self.train_button.changed.connect(self.train)
@@ -93,10 +155,15 @@ class VoxSegWidget(Container):
         self.predict_button.changed.connect(self.predict)
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
+        self.task.changed.connect(self._task_changed)
+        self.loss.changed.connect(self._show_task_widgets)
+        for widget in (self.labels_choice, self.multi_labels, self.weights, self.classes):
+            widget.changed.connect(self._watch_annotations)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.reset_choices)
         self.reset_choices()
+        self._task_changed()
 
     # ---- layer choices --------------------------------------------------------------------
     def _layers_of(self, kind):
@@ -107,6 +174,88 @@ class VoxSegWidget(Container):
 
     def _labels_layers(self, _widget=None):
         return self._layers_of(napari.layers.Labels)
+
+    def _mask_layers(self, _widget=None):
+        return [("everywhere", "everywhere"), *self._labels_layers()]
+
+    def _boundary_sources(self, _widget=None):
+        return [("strokes", "strokes"), *self._labels_layers()]
+
+    def _loss_choices(self, _widget=None):
+        task = self.task.value if hasattr(self, "task") else "multiclass"
+        return [(f"{name}: {LOSSES[resolve_loss(name, task)].description}", name)
+                for name in losses_for(task)]
+
+    # ---- the form follows the task ----------------------------------------------------------
+    def _task_changed(self, _value=None) -> None:
+        self.loss.reset_choices()
+        self._show_task_widgets()
+        self._watch_annotations()
+
+    def _show_task_widgets(self, _value=None) -> None:
+        task = self.task.value
+        loss = resolve_loss(self.loss.value, task) if self.loss.value else None
+        self.labels_choice.visible = task == "multiclass"
+        self.classes.visible = task == "multiclass"
+        self.multi_labels.visible = task == "multilabel"
+        self.target_choice.visible = self.mask_choice.visible = task == "regression"
+        self.weights.visible = self.weights_info.visible = task != "regression"
+        self.new_labels_button.text = "New mask" if task == "regression" else "New annotations"
+        self.focal_gamma.visible = loss is not None and LOSSES[loss].gamma
+        self.boundary_choice.visible = loss == "boundary_ce"
+
+    def _annotation_layers(self) -> list:
+        if self.task.value == "multiclass":
+            return [self.labels_choice.value] if self.labels_choice.value is not None else []
+        if self.task.value == "multilabel":
+            return list(self.multi_labels.value or [])
+        return []
+
+    def _watch_annotations(self, _value=None) -> None:
+        """Show the class weights for the current strokes, and again whenever they change."""
+        for layer in self._watched:
+            layer.events.paint.disconnect(self._schedule_weights_info)
+            layer.events.data.disconnect(self._schedule_weights_info)
+        self._watched = self._annotation_layers()
+        for layer in self._watched:
+            layer.events.paint.connect(self._schedule_weights_info)
+            layer.events.data.connect(self._schedule_weights_info)
+        self.update_weights_info()
+
+    def _schedule_weights_info(self, _event=None) -> None:
+        self._weights_timer.start()  # at most one recount per 300 ms of painting
+
+    def update_weights_info(self) -> str:
+        """Compute the class weights from the current strokes and show them (before training)."""
+        task = self.task.value
+        if task == "regression":
+            self.weights_info.value = ""
+            return ""
+        layers = self._annotation_layers()
+        try:
+            if not layers:
+                raise VoxSegError("choose the annotation layer(s)")
+            if task == "multiclass":
+                data = np.asarray(layers[0].data)
+                data, k = check_labels(data, data.shape,
+                                       num_classes=int(self.classes.value) or None)
+                counts = np.bincount(data.ravel(), minlength=k + 1)[1 : k + 1]
+                painted = "strokes " + ", ".join(str(int(c)) for c in counts)
+            else:
+                first = np.asarray(layers[0].data)
+                data, k = check_multilabel([np.asarray(lay.data) for lay in layers],
+                                           first.shape, names=[lay.name for lay in layers])
+                painted = "present/absent " + ", ".join(
+                    f"{int((d == 2).sum())}/{int((d == 1).sum())}" for d in data)
+            weights = class_weights(self.weights.value, data, k, task=task)
+        except VoxSegError as exc:
+            text = str(exc).split(";")[0]
+        else:
+            shown = "none" if weights is None else ", ".join(f"{w:.3g}" for w in weights)
+            text = f"{shown} ({painted})"
+        self.weights_info.value = text if len(text) < 90 else text[:87] + "..."
+        self.weights_info.tooltip = text
+        return text
 
     @property
     def running(self) -> bool:
@@ -130,20 +279,71 @@ class VoxSegWidget(Container):
                                "3D volume (Z, Y, X)")
             return None
         scale, translate = _spatial(image_layer)
-        layer = self.viewer.add_labels(np.zeros(shape, dtype=np.uint8),
-                                       name=f"{image_layer.name} annotations",
+        task = self.task.value
+        name = f"{image_layer.name} " + {"multiclass": "annotations", "regression": "known"}.get(
+            task, f"class {len(self.multi_labels.value or []) + 1}")
+        layer = self.viewer.add_labels(np.zeros(shape, dtype=np.uint8), name=name,
                                        scale=scale, translate=translate)
         layer.mode = "paint"
         layer.selected_label = 1
-        self.labels_choice.value = layer
+        if task == "multiclass":
+            self.labels_choice.value = layer
+        elif task == "multilabel":
+            layer.colormap = multilabel_colormap(len(self.multi_labels.value or []), False)
+            layer.selected_label = 2  # paint where the class is; 1 where it is not
+            self.multi_labels.value = [*(self.multi_labels.value or []), layer]
+        else:
+            self.mask_choice.value = layer
         return layer
 
-    def _form_config(self, device) -> TrainConfig:
+    def _form_config(self, device, class_names=None) -> TrainConfig:
         threads = max(1, (os.cpu_count() or 2) - 1) if device.type == "cpu" else None
-        return TrainConfig(iterations=int(self.iterations.value),
-                           class_weights=self.weights.value,
-                           num_classes=int(self.classes.value) or None,
-                           device=str(device), num_threads=threads)
+        task = self.task.value
+        return TrainConfig(iterations=int(self.iterations.value), task=task,
+                           loss=self.loss.value, focal_gamma=float(self.focal_gamma.value),
+                           class_weights=self.weights.value if task != "regression" else "none",
+                           num_classes=(int(self.classes.value) or None)
+                           if task == "multiclass" else None,
+                           class_names=class_names, device=str(device), num_threads=threads)
+
+    def _training_inputs(self, image: np.ndarray):
+        """Copies (taken here, on the main thread) of what the task learns from:
+        ``(labels, keyword arguments for iter_train, class names)``. The worker never sees the
+        layers themselves, so training can never change them."""
+        task = self.task.value
+        spatial = image.shape[1:]
+        kwargs = {}
+        if task == "multiclass":
+            layer = self.labels_choice.value
+            if layer is None:
+                raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
+                                  "few strokes of each class")
+            labels = np.array(layer.data, copy=True)
+            check_labels(labels, spatial, name=layer.name,
+                         num_classes=int(self.classes.value) or None)
+            names = None
+        elif task == "multilabel":
+            layers = list(self.multi_labels.value or [])
+            if not layers:
+                raise VoxSegError("no annotation layers chosen: a multi-label task needs one "
+                                  "layer per class (press 'New annotations' once per class)")
+            labels = [np.array(layer.data, copy=True) for layer in layers]
+            names = [_class_name(layer.name, self.image_choice.value) for layer in layers]
+            check_multilabel(labels, spatial, names=names)
+        else:
+            target = self.target_choice.value
+            if target is None:
+                raise VoxSegError("no target layer: open the float image to learn (e.g. a "
+                                  "distance map) as an Image layer")
+            labels = np.array(target.data, copy=True)
+            mask = self.mask_choice.value
+            kwargs["mask"] = None if mask in (None, "everywhere") else np.array(mask.data,
+                                                                             copy=True)
+            names = [target.name]
+        boundary = self.loss.value and resolve_loss(self.loss.value, task) == "boundary_ce"
+        if boundary and self.boundary_choice.value not in (None, "strokes"):
+            kwargs["boundary_reference"] = np.array(self.boundary_choice.value.data, copy=True)
+        return labels, kwargs, names
 
     def train(self) -> None:
         """Train on the chosen image and annotations in a background worker."""
@@ -151,27 +351,23 @@ class VoxSegWidget(Container):
             return
         try:
             image_layer = self.image_choice.value
-            labels_layer = self.labels_choice.value
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
-            if labels_layer is None:
-                raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
-                                  "few strokes of each class")
             image = check_image(image_layer.data, name=image_layer.name)
-            # A copy taken on the main thread: training never sees (or touches) the layer itself.
-            labels = np.array(labels_layer.data, copy=True)
-            labels, k = check_labels(labels, image.shape[1:], name=labels_layer.name,
-                                     num_classes=int(self.classes.value) or None)
-            class_weights(self.weights.value, labels, k)
+            labels, kwargs, names = self._training_inputs(image)
             device = resolve_device(self.device.value)
-            config = self._form_config(device)
-            config.checked()
+            config = self._form_config(device, class_names=names).checked()
+            if config.task != "regression":
+                stacked = np.stack(labels) if isinstance(labels, list) else labels
+                count = stacked.shape[0] if config.task == "multilabel" else (
+                    config.num_classes or int(stacked.max()))
+                class_weights(self.weights.value, stacked, count, task=config.task)
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
         scale, _ = _spatial(image_layer)
         self._start(_train_job, image, labels, config, tuple(scale), self._stop,
-                    target=image_layer)
+                    target=image_layer, **kwargs)
 
     def predict(self) -> None:
         """Predict the chosen image with the current model, in a background worker."""
@@ -196,7 +392,7 @@ class VoxSegWidget(Container):
             self._stop.set()
             self.status.value = "stopping..."
 
-    def _start(self, job, *args, target) -> None:
+    def _start(self, job, *args, target, **kwargs) -> None:
         self._stop.clear()
         self._target = target
         self.progress.value = 0
@@ -204,7 +400,7 @@ class VoxSegWidget(Container):
         self.load_button.enabled = False
         self.stop_button.enabled = True
         self._worker = create_worker(
-            job, *args, _start_thread=False, _ignore_errors=True,
+            job, *args, **kwargs, _start_thread=False, _ignore_errors=True,
             _connect={"yielded": self._on_event, "returned": self._on_returned,
                       "errored": self._on_error, "finished": self._on_finished},
         )
@@ -226,10 +422,10 @@ class VoxSegWidget(Container):
             self.model = result.model
             self.model_info.value = (f"trained {result.steps} steps, best loss "
                                      f"{result.best_loss:.4f}")
-        if prediction.labels is None:
+        if prediction.output is None:
             self.status.value = "prediction cancelled"
             return
-        self.show_prediction(self._target, prediction.labels)
+        self.show_result(self._target, prediction)
         self.status.value = ("stopped; " if result is not None and result.stopped else "") + \
             "prediction updated"
 
@@ -247,18 +443,45 @@ class VoxSegWidget(Container):
         self.load_button.enabled = True
         self.stop_button.enabled = False
 
-    def show_prediction(self, image_layer, labels: np.ndarray) -> napari.layers.Labels:
-        """Show labels as the Labels layer '<image> prediction' (updated in place if present)."""
-        name = f"{image_layer.name} prediction"
+    def show_result(self, image_layer, prediction) -> list:
+        """Show a PredictResult: one Labels layer '<image> prediction' (multi-class), one per
+        class '<image> prediction: <class>' (multi-label, 1 = absent, 2 = present) or an Image
+        layer '<image> prediction' (regression). Returns the layers."""
+        if prediction.task == "regression":
+            return [self.show_prediction(image_layer, prediction.values, kind="image")]
+        if prediction.task == "multilabel":
+            names = [c.get("name", f"class {i + 1}")
+                     for i, c in enumerate(self.model.config["classes"])]
+            layers = []
+            for i, (name, labels) in enumerate(zip(names, prediction.labels)):
+                layer = self.show_prediction(image_layer, labels, suffix=f": {name}")
+                layer.colormap = multilabel_colormap(i, True)
+                layers.append(layer)
+            return layers
+        return [self.show_prediction(image_layer, prediction.labels)]
+
+    def show_prediction(self, image_layer, data: np.ndarray, *, kind: str = "labels",
+                        suffix: str = ""):
+        """Show ``data`` as the layer '<image> prediction<suffix>', updated in place if a layer
+        of that name, kind and shape is there (so its place in the layer list and its display
+        settings stay), else added with the image's scale and translation."""
+        name = f"{image_layer.name} prediction{suffix}"
         scale, translate = _spatial(image_layer)
+        cls = napari.layers.Labels if kind == "labels" else napari.layers.Image
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if isinstance(layer, napari.layers.Labels) and layer.data.shape == labels.shape:
-                layer.data[...] = labels
+            if type(layer) is cls and layer.data.shape == data.shape \
+                    and layer.data.dtype == data.dtype:
+                layer.data[...] = data
+                if kind == "image":
+                    layer.reset_contrast_limits()
                 layer.refresh()
                 return layer
             self.viewer.layers.remove(layer)
-        return self.viewer.add_labels(labels, name=name, scale=scale, translate=translate,
+        if kind == "image":
+            return self.viewer.add_image(data, name=name, scale=scale, translate=translate,
+                                         colormap="viridis", blending="additive", opacity=0.7)
+        return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
                                       opacity=0.5)
 
     # ---- models ---------------------------------------------------------------------------
@@ -285,8 +508,14 @@ class VoxSegWidget(Container):
             return None
         self.model = model
         names = ", ".join(c.get("name", "?") for c in model.config["classes"])
-        self.model_info.value = f"{Path(path).name}: {names}"
-        self.classes.value = model.config["architecture"]["num_classes"]
+        task = model.config.get("task", "multiclass")
+        self.model_info.value = f"{Path(path).name} ({task}): {names}"
+        self.task.value = task
+        if task == "multiclass":
+            self.classes.value = model.config["architecture"]["num_classes"]
+        loss = model.config.get("loss", {}).get("name")
+        if loss in losses_for(task):
+            self.loss.value = loss
         show_info(f"model loaded from {path}")
         return model
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .device import resolve_device
 from .errors import VoxSegError
+from .losses import TASKS
 from .models import architecture_from, build_model
 from .train import FORMAT, FORMAT_VERSION
 
@@ -143,6 +144,20 @@ def check_config(config) -> dict:
     if len(classes) != arch["num_classes"]:
         raise VoxSegError(f"config.json lists {len(classes)} classes but the network has "
                           f"{arch['num_classes']}; the model folder is inconsistent")
+    task = config.get("task", "multiclass")
+    if task not in TASKS:
+        raise VoxSegError(f"config.json has an unknown task {task!r}; this napari-voxseg knows "
+                          f"{', '.join(TASKS)}: upgrade it, or save the model again")
+    lowest = {"multiclass": 2, "multilabel": 1, "regression": 1}[task]
+    if arch["num_classes"] < lowest or (task == "regression" and arch["num_classes"] != 1):
+        raise VoxSegError(f"config.json: a {task} network with {arch['num_classes']} outputs; "
+                          "the model folder is inconsistent")
+    scale = config.get("target_scale")
+    if task == "regression" and scale is not None and not (
+            isinstance(scale, dict) and all(isinstance(scale.get(k), (int, float))
+                                            and math.isfinite(scale[k]) for k in ("mean", "std"))
+            and scale["std"] > 0):
+        raise VoxSegError(f"config.json has a bad target_scale {scale!r}; save the model again")
     patch = _require(config, "patch_size", list)
     divisor = 2 ** (arch["depth"] - 1)
     if len(patch) != 3 or not all(isinstance(p, int) and p >= divisor and p % divisor == 0
@@ -157,7 +172,7 @@ def check_config(config) -> dict:
     if voxel is not None and not (isinstance(voxel, list) and len(voxel) == 3 and all(
             isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in voxel)):
         raise VoxSegError(f"config.json has a bad voxel_size {voxel!r}; save the model again")
-    return {**config, "architecture": arch}
+    return {**config, "architecture": arch, "task": task}
 
 
 def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -133,30 +133,67 @@ def stroke_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts[1 : num_classes + 1].astype(np.int64)
 
 
-def class_weights(spec, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+WEIGHT_SPECS = ("none", "auto", "median")
+
+
+def _computed_weights(kind: str, positives: np.ndarray, annotated: np.ndarray,
+                      multilabel: bool) -> np.ndarray:
+    """Weights from stroke counts: ``positives`` per class and ``annotated`` per class."""
+    positives = positives.astype(np.float64)
+    annotated = annotated.astype(np.float64)
+    weights = np.zeros(positives.size) if not multilabel else np.ones(positives.size)
+    usable = (positives > 0) & (annotated > positives if multilabel else annotated > 0)
+    if not usable.any():
+        return weights.astype(np.float32)
+    freq = positives[usable] / annotated[usable]
+    if kind == "median":
+        weights[usable] = np.median(freq) / freq
+    elif multilabel:  # PyTorch's pos_weight: absent / present
+        weights[usable] = (annotated[usable] - positives[usable]) / positives[usable]
+    else:
+        weights[usable] = 1.0 / freq
+        weights[usable] /= weights[usable].mean()
+    return np.clip(weights, 0.0, 1e6).astype(np.float32)
+
+
+def class_weights(spec, labels: np.ndarray, num_classes: int,
+                  task: str = "multiclass") -> np.ndarray | None:
     """Per-class loss weights from a spec.
 
-    ``spec`` is ``None``/``"none"`` (no weights), ``"auto"`` (inverse frequency of the strokes,
-    scaled to mean 1 over the painted classes), or weights ``"w1,w2,..."`` / a sequence, one per
-    class. Classes without strokes get weight 0 under ``auto``.
+    ``spec`` is ``None``/``"none"`` (no weights), ``"auto"``, ``"median"``, or weights
+    ``"w1,w2,..."`` / a sequence, one per class. Computed weights come from the strokes:
+
+    - multi-class (``labels`` ``(Z, Y, X)``, 1..K): ``auto`` is the inverse frequency of each
+      class among the painted voxels, scaled to mean 1; ``median`` is median-frequency balancing
+      (median of the class frequencies / the class frequency). Unpainted classes get 0.
+    - multi-label (``labels`` ``(K, Z, Y, X)``, 1 absent / 2 present): the weights are positive
+      weights; ``auto`` is absent / present voxels per class (PyTorch's ``pos_weight``),
+      ``median`` median-frequency balancing of the 'present' frequencies.
+    - regression has no classes: only ``none``.
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
         return None
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
-        counts = stroke_counts(labels, num_classes).astype(np.float64)
-        weights = np.zeros(num_classes)
-        painted = counts > 0
-        weights[painted] = 1.0 / counts[painted]
-        weights[painted] /= weights[painted].mean()
-        return weights.astype(np.float32)
+    if task == "regression":
+        raise VoxSegError(f"class weights {spec!r} given for a regression task, which has no "
+                          "classes; set class weights to none")
+    if isinstance(spec, str) and spec.strip().lower() in ("auto", "median"):
+        kind = spec.strip().lower()
+        if task == "multilabel":
+            flat = np.asarray(labels).reshape(num_classes, -1)
+            positives = (flat == 2).sum(axis=1)
+            annotated = (flat > 0).sum(axis=1)
+            return _computed_weights(kind, positives, annotated, multilabel=True)
+        counts = stroke_counts(labels, num_classes)
+        total = np.full(num_classes, counts.sum())
+        return _computed_weights(kind, counts, total, multilabel=False)
     if isinstance(spec, str):
         parts = [p for p in spec.replace(";", ",").split(",") if p.strip()]
         try:
             values = [float(p) for p in parts]
         except ValueError:
             raise VoxSegError(
-                f"class weights {spec!r} are not numbers; give 'auto', 'none' or one number per "
-                f"class, e.g. '1,2' for 2 classes"
+                f"class weights {spec!r} are not numbers; give 'auto', 'median', 'none' or one "
+                f"number per class, e.g. '1,2' for 2 classes"
             ) from None
     else:
         try:

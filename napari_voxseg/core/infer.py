@@ -30,9 +30,24 @@ class PredictEvent:
 
 @dataclass
 class PredictResult:
-    labels: np.ndarray | None  # (Z, Y, X), values 1..K; None when cancelled
-    probabilities: np.ndarray | None = None  # (K, Z, Y, X) float32, when asked for
+    """What a prediction gives, by task.
+
+    multiclass: ``labels`` (Z, Y, X) 1..K. multilabel: ``labels`` (K, Z, Y, X), per class 1 =
+    absent, 2 = present (the annotation values, so a prediction can be edited and trained on).
+    regression: ``values`` (Z, Y, X) float32 in the target's units. ``probabilities``: softmax
+    or sigmoid (K, Z, Y, X) float32, when asked for. All None when cancelled.
+    """
+
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None = None
     cancelled: bool = False
+    values: np.ndarray | None = None
+    task: str = "multiclass"
+
+    @property
+    def output(self) -> np.ndarray | None:
+        """The labels, or for regression the values."""
+        return self.values if self.task == "regression" else self.labels
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,11 +87,15 @@ def iter_predict(
 ) -> Generator[PredictEvent, None, PredictResult]:
     """Predict a whole volume tile by tile; yield a :class:`PredictEvent` per batch of tiles.
 
-    ``image`` is ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Returns a :class:`PredictResult` with labels
-    1..K (uint8, or uint16 above 255 classes) of the image's spatial shape.
+    ``image`` is ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Returns a :class:`PredictResult`; for the
+    default multi-class task, labels 1..K (uint8) of the image's spatial shape.
     """
     config = model.config
     arch = config["architecture"]
+    task = config.get("task", "multiclass")
+    if probabilities and task == "regression":
+        raise VoxSegError("a regression model predicts values, not probabilities; leave out "
+                          "the probabilities output")
     image = check_image(image, channels=arch["in_channels"])
     if not 0 <= overlap < 1:
         raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
@@ -104,29 +123,44 @@ def iter_predict(
     with torch.inference_mode():
         for first in range(0, len(corners), batch_size):
             if should_stop is not None and should_stop():
-                return PredictResult(labels=None, cancelled=True)
+                return PredictResult(labels=None, cancelled=True, task=task)
             chunk = corners[first : first + batch_size]
             slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in chunk]
             x = torch.stack([source[(slice(None), *s)] for s in slices]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x)
-            probs = torch.softmax(logits.float(), dim=1) * weight
+            probs = _activate(logits.float(), task) * weight
             for s, p in zip(slices, probs):
                 scores[(slice(None), *s)] += p
                 weights[s] += weight
             yield PredictEvent(done=min(first + batch_size, len(corners)), total=len(corners))
     crop = tuple(slice(0, s) for s in spatial)
     scores = scores[(slice(None), *crop)]
-    dtype = torch.uint8 if num_classes < 255 else torch.int32
-    labels = (scores.argmax(dim=0) + 1).to(dtype).cpu().numpy()
-    if labels.dtype == np.int32:
-        labels = labels.astype(np.uint16)
+    if task == "regression":
+        scale = config.get("target_scale") or {"mean": 0.0, "std": 1.0}
+        values = scores[0] / weights[crop] * scale["std"] + scale["mean"]
+        return PredictResult(labels=None, values=values.cpu().numpy().astype(np.float32),
+                             task=task)
+    if task == "multilabel":
+        # Weights are positive, so blended probability >= 0.5 <=> scores >= weights / 2.
+        labels = (1 + (scores >= 0.5 * weights[crop])).to(torch.uint8).cpu().numpy()
+    else:
+        labels = (scores.argmax(dim=0) + 1).to(torch.uint8).cpu().numpy()
     probs_out = None
     if probabilities:
         probs_out = (scores / weights[crop]).cpu().numpy().astype(np.float32)
-    return PredictResult(labels=labels, probabilities=probs_out)
+    return PredictResult(labels=labels, probabilities=probs_out, task=task)
+
+
+def _activate(outputs: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "multilabel":
+        return torch.sigmoid(outputs)
+    if task == "regression":
+        return outputs
+    return torch.softmax(outputs, dim=1)
 
 
 def predict(model: torch.nn.Module, image, **kwargs) -> np.ndarray:
-    """Labels 1..K for a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image (see :func:`iter_predict`)."""
-    return run_to_end(iter_predict(model, image, **kwargs)).labels
+    """Labels 1..K for a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image (see :func:`iter_predict`);
+    per-class labels (K, Z, Y, X) for a multi-label model; float values for regression."""
+    return run_to_end(iter_predict(model, image, **kwargs)).output

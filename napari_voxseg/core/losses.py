@@ -1,28 +1,45 @@
-"""Losses. Every loss ignores voxels labelled 0 ("not annotated").
+"""Losses for the three tasks, from one registry. Every loss ignores voxels that are not annotated.
 
-A loss takes logits ``(N, K, Z, Y, X)`` and labels ``(N, Z, Y, X)`` (int64, 0 = ignore, 1..K =
-classes) and returns a scalar. A batch with no annotated voxel gives exactly 0 (with a graph,
-so ``backward`` still works) rather than the NaN of a mean over nothing.
+Targets, as the training loop hands them over (see :mod:`.data`):
+
+- ``multiclass``: int64 ``(N, Z, Y, X)``; 0 = not annotated, 1..K = classes. Logits ``(N, K, ...)``.
+- ``multilabel``: int64 ``(N, K, Z, Y, X)``; per class 0 = not annotated, 1 = absent, 2 = present.
+  Logits ``(N, K, ...)``, one sigmoid per class.
+- ``regression``: float32 ``(N, 1, Z, Y, X)``; NaN = not known. Outputs ``(N, 1, ...)``.
+
+Unannotated voxels get exactly zero gradient (they are masked before any reduction, never just
+multiplied by a small number), and a batch with no annotated voxel gives a loss of exactly 0
+that still has a graph, so ``backward`` works and no weight turns NaN.
+
+On dense targets (every voxel annotated) each loss equals a reference: PyTorch's own loss where
+there is one (``ce``, ``bce``, ``mse``, ``l1``), else MONAI's ``DiceLoss(batch=True)``,
+``DiceCELoss(batch=True)`` and ``FocalLoss`` (the tests check this to 1e-5).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .errors import VoxSegError
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+TASKS = ("multiclass", "multilabel", "regression")
+DEFAULT_LOSS = {"multiclass": "ce", "multilabel": "bce", "regression": "mse"}
+# MONAI's defaults, so that the Dice terms equal its DiceLoss.
+_SMOOTH = 1e-5
 
 
-class MaskedCrossEntropy(torch.nn.Module):
-    """Cross-entropy over annotated voxels, optionally weighted per class.
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    """Exactly 0, with a graph: for batches without a single annotated voxel."""
+    return logits.sum() * 0.0
 
-    With weights this is the weighted mean of PyTorch's ``cross_entropy`` (each voxel's loss
-    times its class weight, divided by the sum of the weights of the annotated voxels).
-    """
+
+class _Loss(torch.nn.Module):
+    task = "multiclass"
+    uses_voxel_weights = False
 
     def __init__(self, class_weights: Sequence[float] | None = None):
         super().__init__()
@@ -30,30 +47,314 @@ class MaskedCrossEntropy(torch.nn.Module):
                                                                    dtype=torch.float32)
         self.register_buffer("weight", weight)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.weight is not None and self.weight.numel() != logits.shape[1]:
-            raise VoxSegError(f"{self.weight.numel()} class weights for {logits.shape[1]} "
-                              "classes; give one weight per class")
+    def _class_weight(self, count: int, like: torch.Tensor) -> torch.Tensor | None:
+        if self.weight is None:
+            return None
+        if self.weight.numel() != count:
+            raise VoxSegError(f"{self.weight.numel()} class weights for {count} classes; give "
+                              "one weight per class")
+        return self.weight.to(like)
+
+
+# ---- multi-class (softmax) ----------------------------------------------------------------------
+
+
+def _onehot(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(one-hot of labels 1..K as float (N, K, ...), annotated mask as float (N, 1, ...))."""
+    annotated = labels > 0
+    index = (labels.long() - 1).clamp(min=0)
+    onehot = F.one_hot(index, num_classes).movedim(-1, 1).float()
+    mask = annotated.unsqueeze(1).float()
+    return onehot * mask, mask
+
+
+def _soft_dice(probs: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor,
+               weight: torch.Tensor | None) -> torch.Tensor:
+    """Batch soft Dice loss per class, as MONAI's DiceLoss(batch=True): mean over classes of
+    ``w_c * (1 - (2 sum(p g) + s) / (sum(p) + sum(g) + s))``, sums over annotated voxels only."""
+    probs = probs * mask
+    axes = [0, *range(2, probs.ndim)]
+    intersection = (probs * truth).sum(axes)
+    denominator = probs.sum(axes) + truth.sum(axes)
+    per_class = 1.0 - (2.0 * intersection + _SMOOTH) / (denominator + _SMOOTH)
+    if weight is not None:
+        per_class = per_class * weight
+    return per_class.mean()
+
+
+class MaskedCrossEntropy(_Loss):
+    """Cross-entropy over annotated voxels, optionally weighted per class and per voxel.
+
+    The weighted mean ``sum(w_class * w_voxel * ce) / sum(w_class * w_voxel)`` over annotated
+    voxels; with class weights only it is PyTorch's weighted ``cross_entropy``.
+    """
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor,
+                voxel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        weight = self._class_weight(logits.shape[1], logits)
         target = labels.long() - 1  # class 1..K -> 0..K-1, "not annotated" 0 -> -1
         annotated = target >= 0
-        if self.weight is not None:
-            annotated = annotated & (self.weight[target.clamp(min=0)] > 0)
-        if not bool(annotated.any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target.masked_fill(~annotated, -1),
-                               weight=self.weight, ignore_index=-1)
+        per_voxel = annotated.float()
+        if weight is not None:
+            per_voxel = per_voxel * weight[target.clamp(min=0)]
+        if voxel_weights is not None:
+            per_voxel = per_voxel * voxel_weights.to(per_voxel)
+        used = annotated & (per_voxel > 0)
+        if not bool(used.any()):
+            return _zero(logits)
+        if voxel_weights is None:
+            return F.cross_entropy(logits.float(), target.masked_fill(~used, -1),
+                                   weight=weight, ignore_index=-1)
+        ce = F.cross_entropy(logits.float(), target.masked_fill(~used, -1), ignore_index=-1,
+                             reduction="none")
+        per_voxel = per_voxel * used
+        return (ce * per_voxel).sum() / per_voxel.sum()
 
 
-LOSSES: dict[str, Callable[..., Loss]] = {
-    "ce": MaskedCrossEntropy,
+class BoundaryCrossEntropy(MaskedCrossEntropy):
+    """Cross-entropy with a per-voxel weight map that is high near class boundaries
+    (:func:`boundary_weight_map`), as in the U-Net paper; the loop supplies the map."""
+
+    uses_voxel_weights = True
+
+
+class SoftmaxDice(_Loss):
+    """Soft Dice over annotated voxels (MONAI ``DiceLoss(softmax=True, batch=True)``)."""
+
+    def forward(self, logits, labels, voxel_weights=None):
+        truth, mask = _onehot(labels, logits.shape[1])
+        if not bool(mask.any()):
+            return _zero(logits)
+        probs = torch.softmax(logits.float(), dim=1)
+        return _soft_dice(probs, truth, mask, self._class_weight(logits.shape[1], logits))
+
+
+class SoftmaxDiceCE(_Loss):
+    """Dice + cross-entropy (MONAI ``DiceCELoss(softmax=True, batch=True)``)."""
+
+    def __init__(self, class_weights=None):
+        super().__init__(class_weights)
+        self.dice = SoftmaxDice(class_weights)
+        self.ce = MaskedCrossEntropy(class_weights)
+
+    def forward(self, logits, labels, voxel_weights=None):
+        return self.dice(logits, labels) + self.ce(logits, labels)
+
+
+class SoftmaxFocal(_Loss):
+    """Focal loss ``-w_y (1 - p_y)^gamma log p_y``, mean over annotated voxels (MONAI
+    ``FocalLoss(use_softmax=True)`` with the ignore mask; gamma 0 is cross-entropy)."""
+
+    def __init__(self, class_weights=None, gamma: float = 2.0):
+        super().__init__(class_weights)
+        self.gamma = float(gamma)
+
+    def forward(self, logits, labels, voxel_weights=None):
+        truth, mask = _onehot(labels, logits.shape[1])
+        count = mask.sum()
+        if not bool(count > 0):
+            return _zero(logits)
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        loss = -(1 - log_p.exp()).pow(self.gamma) * log_p * truth
+        weight = self._class_weight(logits.shape[1], logits)
+        if weight is not None:
+            loss = loss * weight.view(1, -1, *[1] * (loss.ndim - 2))
+        return loss.sum() / count
+
+
+# ---- multi-label (one sigmoid per class) --------------------------------------------------------
+
+
+def _binary(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(present as float, annotated mask as float) from 0/1/2 multi-label targets."""
+    return (labels == 2).float(), (labels > 0).float()
+
+
+class MaskedBCE(_Loss):
+    """Binary cross-entropy per class over annotated voxels; class weights are PyTorch's
+    ``pos_weight`` (how much more a 'present' voxel counts than an 'absent' one)."""
+
+    task = "multilabel"
+
+    def forward(self, logits, labels, voxel_weights=None):
+        truth, mask = _binary(labels)
+        count = mask.sum()
+        if not bool(count > 0):
+            return _zero(logits)
+        weight = self._class_weight(logits.shape[1], logits)
+        pos_weight = None if weight is None else weight.view(-1, *[1] * (logits.ndim - 2))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), truth, pos_weight=pos_weight,
+                                                  reduction="none")
+        return (loss * mask).sum() / count
+
+
+class SigmoidDice(_Loss):
+    """Soft Dice per class on sigmoid outputs (MONAI ``DiceLoss(sigmoid=True, batch=True)``)."""
+
+    task = "multilabel"
+
+    def forward(self, logits, labels, voxel_weights=None):
+        truth, mask = _binary(labels)
+        if not bool(mask.any()):
+            return _zero(logits)
+        probs = torch.sigmoid(logits.float())
+        return _soft_dice(probs, truth * mask, mask,
+                          self._class_weight(logits.shape[1], logits))
+
+
+class SigmoidDiceBCE(_Loss):
+    """Dice + BCE for overlapping classes."""
+
+    task = "multilabel"
+
+    def __init__(self, class_weights=None):
+        super().__init__(class_weights)
+        self.dice = SigmoidDice(class_weights)
+        self.bce = MaskedBCE(class_weights)
+
+    def forward(self, logits, labels, voxel_weights=None):
+        return self.dice(logits, labels) + self.bce(logits, labels)
+
+
+class SigmoidFocal(_Loss):
+    """Focal loss per class on sigmoid outputs (MONAI ``FocalLoss``, class weights as its
+    per-class ``alpha``: they scale the 'present' voxels), mean over annotated voxels."""
+
+    task = "multilabel"
+
+    def __init__(self, class_weights=None, gamma: float = 2.0):
+        super().__init__(class_weights)
+        self.gamma = float(gamma)
+
+    def forward(self, logits, labels, voxel_weights=None):
+        truth, mask = _binary(labels)
+        count = mask.sum()
+        if not bool(count > 0):
+            return _zero(logits)
+        x = logits.float()
+        bce = x - x * truth - F.logsigmoid(x)
+        loss = (F.logsigmoid(-x * (truth * 2 - 1)) * self.gamma).exp() * bce
+        weight = self._class_weight(logits.shape[1], logits)
+        if weight is not None:
+            weight = weight.view(1, -1, *[1] * (loss.ndim - 2))
+            loss = torch.where(truth == 1, weight, torch.ones_like(weight)) * loss
+        return (loss * mask).sum() / count
+
+
+# ---- regression ---------------------------------------------------------------------------------
+
+
+class _Regression(_Loss):
+    task = "regression"
+
+    def forward(self, outputs, target, voxel_weights=None):
+        known = torch.isfinite(target)
+        if not bool(known.any()):
+            return _zero(outputs)
+        diff = outputs.float()[known] - target[known].float()
+        return self.reduce(diff)
+
+
+class MaskedMSE(_Regression):
+    """Mean squared error where the target is known (PyTorch ``mse_loss`` on dense targets)."""
+
+    @staticmethod
+    def reduce(diff):
+        return (diff * diff).mean()
+
+
+class MaskedL1(_Regression):
+    """Mean absolute error where the target is known (PyTorch ``l1_loss`` on dense targets)."""
+
+    @staticmethod
+    def reduce(diff):
+        return diff.abs().mean()
+
+
+# ---- the registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    factory: Callable[..., torch.nn.Module]
+    task: str
+    description: str
+    class_weights: bool = True  # whether per-class weights mean something for this loss
+    gamma: bool = False  # takes focal_gamma
+
+
+LOSSES: dict[str, LossInfo] = {
+    "ce": LossInfo(MaskedCrossEntropy, "multiclass",
+                   "cross-entropy (weighted cross-entropy with class weights)"),
+    "dice": LossInfo(SoftmaxDice, "multiclass", "soft Dice"),
+    "dice_ce": LossInfo(SoftmaxDiceCE, "multiclass", "soft Dice + cross-entropy"),
+    "focal": LossInfo(SoftmaxFocal, "multiclass", "focal loss (focal_gamma)", gamma=True),
+    "boundary_ce": LossInfo(BoundaryCrossEntropy, "multiclass",
+                            "cross-entropy weighted up near class boundaries"),
+    "bce": LossInfo(MaskedBCE, "multilabel",
+                    "binary cross-entropy per class (class weights = positive weights)"),
+    "dice_bce": LossInfo(SigmoidDiceBCE, "multilabel", "soft Dice + binary cross-entropy"),
+    "dice_ml": LossInfo(SigmoidDice, "multilabel", "soft Dice per class"),
+    "focal_ml": LossInfo(SigmoidFocal, "multilabel", "focal loss per class (focal_gamma)",
+                         gamma=True),
+    "mse": LossInfo(MaskedMSE, "regression", "mean squared error", class_weights=False),
+    "l1": LossInfo(MaskedL1, "regression", "mean absolute error", class_weights=False),
 }
+# What a user types and what it means depends on the task: "dice" and "focal" on a
+# multi-label task are the sigmoid versions.
+_ALIASES = {("multilabel", "dice"): "dice_ml", ("multilabel", "focal"): "focal_ml"}
 
 
-def build_loss(name: str, class_weights: Sequence[float] | None = None) -> Loss:
-    """The loss registered under ``name``, with optional per-class weights."""
-    try:
-        factory = LOSSES[name]
-    except KeyError:
-        raise VoxSegError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}") \
-            from None
-    return factory(class_weights=class_weights)
+def losses_for(task: str) -> list[str]:
+    """The loss names a user may choose for ``task`` (multi-label Dice/focal by short names)."""
+    check_task(task)
+    short = {v: k[1] for k, v in _ALIASES.items() if k[0] == task}
+    return [short.get(name, name) for name, info in LOSSES.items()
+            if info.task == task]
+
+
+def short_name(key: str) -> str:
+    """The name a user types for the registry key ``key`` (``dice_ml`` -> ``dice``)."""
+    return {v: k[1] for k, v in _ALIASES.items()}.get(key, key)
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise VoxSegError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return task
+
+
+def resolve_loss(name: str | None, task: str) -> str:
+    """The registry key for the loss ``name`` on ``task`` (None = the task's default)."""
+    check_task(task)
+    if name is None or name == "":
+        return DEFAULT_LOSS[task]
+    key = _ALIASES.get((task, name), name)
+    info = LOSSES.get(key)
+    if info is None:
+        raise VoxSegError(f"unknown loss {name!r}; for a {task} task choose one of "
+                          f"{', '.join(losses_for(task))}")
+    if info.task != task:
+        raise VoxSegError(f"loss {name!r} is for {info.task} tasks, not {task}; for {task} "
+                          f"choose one of {', '.join(losses_for(task))}")
+    return key
+
+
+def build_loss(name: str | None = None, class_weights: Sequence[float] | None = None, *,
+               task: str = "multiclass", focal_gamma: float = 2.0) -> torch.nn.Module:
+    """The loss ``name`` for ``task``, with optional per-class weights (and focal gamma)."""
+    key = resolve_loss(name, task)
+    info = LOSSES[key]
+    if class_weights is not None and not info.class_weights:
+        raise VoxSegError(f"loss {key!r} takes no class weights ({task} has no classes); set "
+                          "class weights to none")
+    if info.gamma:
+        try:
+            gamma = float(focal_gamma)
+        except (TypeError, ValueError):
+            gamma = float("nan")
+        if not 0 <= gamma <= 10:
+            raise VoxSegError(f"focal gamma {focal_gamma!r} must be between 0 and 10 "
+                              "(2 is usual)")
+        return info.factory(class_weights=class_weights, gamma=gamma)
+    return info.factory(class_weights=class_weights)

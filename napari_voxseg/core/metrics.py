@@ -47,3 +47,37 @@ def iou_per_class(prediction, truth, classes=None) -> dict[int, float]:
     return _per_class(prediction, truth, classes,
                       lambda tp, fp, fn: float("nan") if tp + fp + fn == 0
                       else float(tp / (tp + fp + fn)))
+
+
+def multilabel_dice(prediction, truth) -> dict[int, float]:
+    """Dice of 'present' (value 2) per class for multi-label ``(K, Z, Y, X)`` labels, keys 1..K."""
+    pred, gt = _check_pair(prediction, truth)
+    if pred.ndim != 4:
+        raise VoxSegError(f"multi-label labels are (K, Z, Y, X); these are {pred.ndim}D")
+    return {k + 1: dice_per_class(p == 2, g == 2, classes=[1])[1]
+            for k, (p, g) in enumerate(zip(pred, gt))}
+
+
+def regression_errors(prediction, truth, mask=None) -> dict[str, float]:
+    """Mean absolute and root-mean-square error where the truth is finite (and ``mask`` is
+    nonzero, when given)."""
+    pred = np.asarray(prediction, dtype=np.float64)
+    gt = np.asarray(truth, dtype=np.float64)
+    if pred.shape != gt.shape:
+        raise VoxSegError(f"prediction has shape {pred.shape} but the target has shape "
+                          f"{gt.shape}; compare values of the same volume")
+    known = np.isfinite(gt)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != gt.shape:
+            raise VoxSegError(f"mask has shape {mask.shape} but the target has shape {gt.shape}")
+        known &= mask != 0
+    if not known.any():
+        raise VoxSegError("no voxel where the target is known; check the mask")
+    bad = int((~np.isfinite(pred[known])).sum())
+    if bad:
+        raise VoxSegError(f"the prediction has {bad} NaN or infinite value(s) where the target "
+                          "is known; predict again or check the file")
+    diff = pred[known] - gt[known]
+    return {"mae": float(np.abs(diff).mean()), "rmse": float(np.sqrt((diff * diff).mean())),
+            "voxels": int(known.sum())}

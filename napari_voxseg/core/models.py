@@ -1,9 +1,9 @@
 """The 3D U-Net, built from a small JSON-able config.
 
 Config keys (all have defaults, see :data:`DEFAULT_ARCHITECTURE`): ``name`` (a key of
-:data:`MODELS`), ``in_channels``, ``num_classes``, ``base_channels`` (features at full
-resolution, doubled at each level), ``depth`` (number of resolution levels) and ``norm``
-(``instance``, ``batch`` or ``group``).
+:data:`MODELS`), ``in_channels``, ``num_classes`` (output channels: one per class, or 1 for
+regression), ``base_channels`` (features at full resolution, doubled at each level), ``depth``
+(number of resolution levels) and ``norm`` (``instance``, ``batch`` or ``group``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def architecture_from(config: Mapping | None = None, **overrides) -> dict:
         raise VoxSegError(f"unknown network {arch['name']!r}; choose one of {sorted(MODELS)}")
     if arch["norm"] not in _NORMS:
         raise VoxSegError(f"unknown norm {arch['norm']!r}; choose one of {sorted(_NORMS)}")
-    for key, low, high in (("in_channels", 1, 64), ("num_classes", 2, 255),
+    for key, low, high in (("in_channels", 1, 64), ("num_classes", 1, 255),
                            ("base_channels", 1, 256), ("depth", 1, 6)):
         value = arch[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:

@@ -19,30 +19,41 @@ def pad_to(array: np.ndarray, shape: Sequence[int], value=0) -> np.ndarray:
 
 
 class PatchSampler:
-    """Draws ``(image, labels)`` patches from one volume.
+    """Draws ``(image, target, voxel weights)`` patches from one volume.
 
-    ``image`` is float32 ``(C, Z, Y, X)`` (already normalized), ``labels`` integer ``(Z, Y, X)``
-    (0 = not annotated). With probability ``stroke_fraction`` a patch is centred (with jitter)
-    on an annotated voxel of a class chosen uniformly among the painted classes, so rare classes
-    are seen as often as common ones; otherwise it is drawn uniformly.
+    ``image`` is float32 ``(C, Z, Y, X)`` (already normalized); ``target`` has the image's spatial
+    shape as its trailing axes (``(Z, Y, X)`` labels, ``(K, Z, Y, X)`` multi-label annotations or
+    ``(1, Z, Y, X)`` regression values). ``strata`` is an int ``(Z, Y, X)`` map, 0 where nothing is
+    annotated (default: ``target`` itself). With probability ``stroke_fraction`` a patch is centred
+    (with jitter) on an annotated voxel of a stratum chosen uniformly among those present, so
+    rare classes are seen as often as common ones; otherwise it is drawn uniformly.
+    ``voxel_weights``, optional ``(Z, Y, X)`` float, are cut and turned with the patch.
+    ``fill`` is the target's "not annotated" value, used where a small volume is padded.
     """
 
-    def __init__(self, image: np.ndarray, labels: np.ndarray, patch_size: Sequence[int],
-                 *, stroke_fraction: float = 0.9, augment: bool = True, seed: int | None = 0):
+    def __init__(self, image: np.ndarray, target: np.ndarray, patch_size: Sequence[int],
+                 *, strata: np.ndarray | None = None, voxel_weights: np.ndarray | None = None,
+                 fill: float = 0, stroke_fraction: float = 0.9, augment: bool = True,
+                 seed: int | None = 0):
         self.patch_size = tuple(int(p) for p in patch_size)
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise VoxSegError(f"patch size {patch_size} must be three positive sizes (Z, Y, X)")
         self.image = pad_to(image, self.patch_size, value=float(image.min()))
-        self.labels = pad_to(labels, self.patch_size, value=0)
+        self.fill = fill
         self.stroke_fraction = stroke_fraction
         self.augment = augment
         self.rng = np.random.default_rng(seed)
-        self.update_labels(labels)
+        self.update_labels(target, strata=strata, voxel_weights=voxel_weights)
 
-    def update_labels(self, labels: np.ndarray) -> None:
+    def update_labels(self, target: np.ndarray, *, strata: np.ndarray | None = None,
+                      voxel_weights: np.ndarray | None = None) -> None:
         """Use new strokes (e.g. painted while training) for the patches drawn from now on."""
-        self.labels = pad_to(labels, self.patch_size, value=0)
-        flat = self.labels.ravel()
+        self.labels = pad_to(target, self.patch_size, value=self.fill)
+        self.voxel_weights = None if voxel_weights is None else pad_to(
+            voxel_weights.astype(np.float32, copy=False), self.patch_size, value=0)
+        strata = target if strata is None else strata
+        flat = pad_to(strata, self.patch_size, value=0).ravel()
+        self._spatial = self.labels.shape[-3:]
         annotated = np.flatnonzero(flat)
         order = np.argsort(flat[annotated], kind="stable")
         annotated = annotated[order]
@@ -51,7 +62,7 @@ class PatchSampler:
         self.annotated = int(annotated.size)
 
     def _corner(self) -> tuple[int, ...]:
-        spatial = self.labels.shape
+        spatial = self._spatial
         highs = [n - p for n, p in zip(spatial, self.patch_size)]
         if self._by_class and self.rng.random() < self.stroke_fraction:
             voxels = self._by_class[self.rng.integers(len(self._by_class))]
@@ -62,30 +73,39 @@ class PatchSampler:
             )
         return tuple(int(self.rng.integers(h + 1)) for h in highs)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: image ``(C, *patch_size)`` float32, labels ``patch_size`` int64."""
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One patch: image ``(C, *patch_size)`` float32, the target's patch (int64 for labels,
+        float32 for regression) and the voxel weights' patch (or None)."""
         z, y, x = self._corner()
         pz, py, px = self.patch_size
-        img = self.image[:, z : z + pz, y : y + py, x : x + px]
-        lab = self.labels[z : z + pz, y : y + py, x : x + px]
+        window = (Ellipsis, slice(z, z + pz), slice(y, y + py), slice(x, x + px))
+        img = self.image[window]
+        lab = self.labels[window]
+        weights = None if self.voxel_weights is None else self.voxel_weights[window]
         if self.augment:
-            img, lab = self._augment(img, lab)
-        return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab,
-                                                                                 dtype=np.int64)
+            img, lab, weights = self._augment(img, lab, weights)
+        dtype = np.float32 if lab.dtype.kind == "f" else np.int64
+        return (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(lab, dtype=dtype),
+                None if weights is None else np.ascontiguousarray(weights))
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         patches = [self.sample() for _ in range(size)]
-        return np.stack([p[0] for p in patches]), np.stack([p[1] for p in patches])
+        weights = None if patches[0][2] is None else np.stack([p[2] for p in patches])
+        return np.stack([p[0] for p in patches]), np.stack([p[1] for p in patches]), weights
 
-    def _augment(self, img: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _augment(self, img, lab, weights):
         rng = self.rng
-        for axis in range(3):
+        arrays = [img, lab] + ([] if weights is None else [weights])
+        for axis in (-3, -2, -1):
             if rng.random() < 0.5:
-                img, lab = np.flip(img, axis + 1), np.flip(lab, axis)
-        turns = int(rng.integers(4)) if img.shape[-1] == img.shape[-2] else 2 * int(rng.integers(2))
+                arrays = [np.flip(a, axis) for a in arrays]
+        square = img.shape[-1] == img.shape[-2]
+        turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
         if turns:
-            img, lab = np.rot90(img, turns, axes=(2, 3)), np.rot90(lab, turns, axes=(1, 2))
+            arrays = [np.rot90(a, turns, axes=(-2, -1)) for a in arrays]
+        img, lab = arrays[0], arrays[1]
+        weights = arrays[2] if weights is not None else None
         # Intensity: a random contrast and brightness change, as between two acquisitions.
         gain = np.float32(rng.uniform(0.85, 1.15))
         offset = np.float32(rng.uniform(-0.1, 0.1))
-        return img * gain + offset, lab
+        return img * gain + offset, lab, weights

@@ -153,3 +153,32 @@ def make_sample(shape=SAMPLE_SHAPE, seed: int = 0, noise: float = 0.05) -> Sampl
             end = (y0 + 30 * np.sin(angle), x0 + 30 * np.cos(angle))
             strokes[z][_segment(plane.shape, (y0, x0), end, 2) & background] = 1
     return Sample(image=image, ground_truth=truth, strokes=strokes, voxel_size=SAMPLE_VOXEL_SIZE)
+
+
+# ---- the other two tasks, from the same volume --------------------------------------------------
+
+MULTILABEL_NAMES = ("object", "tube")  # overlapping: every tube is also an object
+
+
+def multilabel_from(labels: np.ndarray) -> np.ndarray:
+    """Multi-class labels (0, 1 bg, 2 nucleus, 3 tube) as two overlapping classes, ``(2, Z, Y,
+    X)`` uint8 with 0 = not annotated, 1 = absent, 2 = present: 'object' (nucleus or tube) and
+    'tube'. Works for strokes and for the ground truth alike."""
+    labels = np.asarray(labels)
+    annotated = labels > 0
+    obj = np.where(annotated, np.where(labels >= 2, 2, 1), 0)
+    tube = np.where(annotated, np.where(labels == 3, 2, 1), 0)
+    return np.stack([obj, tube]).astype(np.uint8)
+
+
+def distance_target(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """A regression target and where it is known: the distance (in voxels) from each voxel inside
+    a nucleus to the nucleus' surface, 0 outside nuclei, known on the three stroke slices only.
+    Returns ``(target float32 (Z, Y, X), mask uint8 (Z, Y, X), 1 = known)``."""
+    from scipy.ndimage import distance_transform_edt
+
+    target = distance_transform_edt(sample.ground_truth == 2).astype(np.float32)
+    mask = np.zeros(sample.ground_truth.shape, dtype=np.uint8)
+    painted = np.flatnonzero(sample.strokes.reshape(sample.strokes.shape[0], -1).any(axis=1))
+    mask[painted] = 1
+    return target, mask

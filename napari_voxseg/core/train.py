@@ -21,19 +21,13 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .data import (
-    DEFAULT_PERCENTILES,
-    check_image,
-    check_labels,
-    class_weights,
-    normalize,
-    stroke_counts,
-)
+from .data import DEFAULT_PERCENTILES, check_image, check_labels, class_weights, normalize
 from .device import resolve_device
 from .errors import VoxSegError
-from .losses import build_loss
+from .losses import LOSSES, build_loss, check_task, resolve_loss, short_name
 from .models import architecture_from, build_model
 from .sampling import PatchSampler
+from .targets import boundary_weight_map, prepare_target
 
 FORMAT = "napari-voxseg-model"
 FORMAT_VERSION = 1
@@ -50,7 +44,11 @@ class TrainConfig:
     patch_size: tuple[int, int, int] = (32, 48, 48)
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    loss: str = "ce"
+    task: str = "multiclass"  # multiclass | multilabel | regression
+    loss: str | None = None  # None: the task's default (ce, bce, mse); see losses.LOSSES
+    focal_gamma: float = 2.0
+    boundary_weight: float = 10.0  # boundary_ce: w0, the extra weight right at a boundary
+    boundary_sigma: float = 5.0  # boundary_ce: how fast it falls off, in voxels
     # "none" by default: inverse stroke frequency ("auto") pushes the boundaries of the rarer
     # classes outwards when strokes, not classes, are what is unbalanced.
     class_weights: str | Sequence[float] | None = "none"
@@ -66,6 +64,20 @@ class TrainConfig:
     def checked(self) -> TrainConfig:
         """A copy with values checked; :class:`VoxSegError` on the first bad one."""
         cfg = copy.deepcopy(self)
+        check_task(cfg.task)
+        cfg.loss = resolve_loss(cfg.loss, cfg.task)
+        spec = cfg.class_weights
+        if not LOSSES[cfg.loss].class_weights and not (
+                spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none"))):
+            raise VoxSegError(f"class weights {spec!r} given for a {cfg.task} task, which has "
+                              "no classes; set class weights to none")
+        for key, low, high, example in (("focal_gamma", 0, 10, 2), ("boundary_weight", 0, 1000, 10),
+                                        ("boundary_sigma", 0.01, 1000, 5)):
+            value = getattr(cfg, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+                    math.isfinite(value) and low <= value <= high):
+                raise VoxSegError(f"{key.replace('_', ' ')} = {value!r}; give a number from {low} "
+                                  f"to {high}, e.g. {example}")
         for key, low in (("iterations", 1), ("batch_size", 1)):
             value = getattr(cfg, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -118,6 +130,16 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+def _loss_record(cfg: TrainConfig) -> dict:
+    """The loss and the settings it used, for config.json."""
+    record = {"name": short_name(cfg.loss)}
+    if LOSSES[cfg.loss].gamma:
+        record["focal_gamma"] = cfg.focal_gamma
+    if LOSSES[cfg.loss].factory.uses_voxel_weights:
+        record.update(boundary_weight=cfg.boundary_weight, boundary_sigma=cfg.boundary_sigma)
+    return record
+
+
 def _lr_at(step: int, total: int, base: float) -> float:
     """Linear warm-up over the first 5% of steps, then cosine decay to 5% of the base rate."""
     warmup = max(1, total // 20)
@@ -136,28 +158,55 @@ def iter_train(
     voxel_size: Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
     get_labels: Callable[[], np.ndarray | None] | None = None,
+    mask=None,
+    boundary_reference=None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train a network on strokes; yield a :class:`TrainEvent` per step; return a TrainResult.
 
-    ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``; ``labels``: integer ``(Z, Y, X)``, 0 = not
-    annotated. ``model``: continue from (fine-tune) this model instead of a new one.
-    ``should_stop``: polled before each step. ``get_labels``: polled every few steps for newer
-    strokes (return None when unchanged). Bad input raises :class:`VoxSegError` before any work.
+    ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``. ``labels`` depends on ``config.task``:
+    multiclass: integer ``(Z, Y, X)``, 0 = not annotated, 1..K = classes; multilabel: ``(K, Z,
+    Y, X)`` or a list of K ``(Z, Y, X)`` volumes, 0 = not annotated, 1 = absent, 2 = present;
+    regression: the float target ``(Z, Y, X)``, with ``mask`` (nonzero = known) optional.
+    ``model``: continue from (fine-tune) this model instead of a new one. ``should_stop``:
+    polled before each step. ``get_labels``: polled every few steps for newer strokes (for
+    regression: a newer mask); it returns None when unchanged. ``boundary_reference``: labels
+    (e.g. a prediction) that the ``boundary_ce`` weight map is computed from instead of the
+    strokes. Bad input raises :class:`VoxSegError` before any work.
     """
     cfg = (config or TrainConfig()).checked()
+    task = cfg.task
+    if model is not None:
+        model_task = model.config.get("task", "multiclass")
+        if model_task != task:
+            raise VoxSegError(f"the loaded model does a {model_task} task, not {task}; choose "
+                              f"task {model_task} or train a new model")
     channels = model.config["architecture"]["in_channels"] if model is not None else None
     image = check_image(image, channels=channels)
     known_classes = model.config["architecture"]["num_classes"] if model is not None else None
-    labels, num_classes = check_labels(labels, image.shape[1:],
-                                       num_classes=cfg.num_classes or known_classes)
+    target = prepare_target(task, labels, image.shape[1:], mask=mask,
+                            num_classes=cfg.num_classes or known_classes, names=cfg.class_names)
+    num_classes = target.num_outputs
     if known_classes is not None and num_classes != known_classes:
         raise VoxSegError(f"the loaded model has {known_classes} classes but {num_classes} were "
                           f"asked for; use class count {known_classes} or train a new model")
-    weights = class_weights(cfg.class_weights, labels, num_classes)
-    loss_fn = build_loss(cfg.loss, class_weights=weights)
+    weights = class_weights(cfg.class_weights, target.data, num_classes, task=task)
+    loss_fn = build_loss(cfg.loss, class_weights=weights, task=task,
+                         focal_gamma=cfg.focal_gamma)
     device = resolve_device(cfg.device)
     if voxel_size is not None and len(tuple(voxel_size)) != 3:
         raise VoxSegError(f"voxel size {tuple(voxel_size)} must have 3 values (Z, Y, X)")
+    boundary = None
+    if loss_fn.uses_voxel_weights:
+        if boundary_reference is not None:
+            boundary_reference, _ = check_labels(boundary_reference, image.shape[1:],
+                                                 name="boundary reference")
+
+        def boundary_map(strokes):
+            return boundary_weight_map(
+                strokes if boundary_reference is None else boundary_reference,
+                w0=cfg.boundary_weight, sigma=cfg.boundary_sigma, voxel_size=voxel_size)
+
+        boundary = boundary_map(target.data)
 
     if model is None:
         arch = architecture_from(in_channels=image.shape[0], num_classes=num_classes,
@@ -169,10 +218,13 @@ def iter_train(
         arch = dict(model.config["architecture"])
         previous_steps = int(model.config.get("training", {}).get("steps_done", 0))
     names = list(cfg.class_names or [])[:num_classes]
+    if task == "regression":
+        names = names or ["value"]
     names += [f"class {i}" for i in range(len(names) + 1, num_classes + 1)]
 
     normalized = normalize(image, *cfg.percentiles)
-    sampler = PatchSampler(normalized, labels, cfg.patch_size, seed=cfg.seed)
+    sampler = PatchSampler(normalized, target.data, cfg.patch_size, strata=target.strata,
+                           voxel_weights=boundary, fill=target.fill, seed=cfg.seed)
     model.to(device).train()
     loss_fn = loss_fn.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
@@ -196,17 +248,28 @@ def iter_train(
             if get_labels is not None and step % 10 == 0:
                 fresh = get_labels()
                 if fresh is not None:
-                    fresh, _ = check_labels(fresh, image.shape[1:], num_classes=num_classes)
-                    sampler.update_labels(fresh)
+                    # For regression the hook returns a new mask for the same target.
+                    if task == "regression":
+                        target = prepare_target(task, labels, image.shape[1:], mask=fresh,
+                                                scale=target.scale)
+                    else:
+                        target = prepare_target(task, fresh, image.shape[1:],
+                                                num_classes=num_classes, names=cfg.class_names)
+                    sampler.update_labels(target.data, strata=target.strata,
+                                          voxel_weights=None if boundary is None
+                                          else boundary_map(target.data))
             lr = _lr_at(step, cfg.iterations, cfg.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = sampler.batch(cfg.batch_size)
+            x, y, w = sampler.batch(cfg.batch_size)
             x = torch.from_numpy(x).to(device, non_blocking=True)
             y = torch.from_numpy(y).to(device, non_blocking=True)
+            if w is not None:
+                w = torch.from_numpy(w).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(model(x), y)
+                outputs = model(x)
+            loss = loss_fn(outputs.float(), y, w)
             value = float(loss.detach())
             if not math.isfinite(value):
                 skipped += 1
@@ -249,8 +312,11 @@ def iter_train(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": arch,
-        "task": "multiclass",
-        "classes": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+        "task": task,
+        "loss": _loss_record(cfg),
+        "classes": [{"id": i + 1, "name": str(n)} for i, n in enumerate(names)],
+        "target_scale": None if target.scale is None else {"mean": target.scale[0],
+                                                           "std": target.scale[1]},
         "normalization": {"method": "percentile", "low": cfg.percentiles[0],
                           "high": cfg.percentiles[1]},
         "patch_size": list(cfg.patch_size),
@@ -258,7 +324,7 @@ def iter_train(
         "training": {
             **{k: v for k, v in asdict(cfg).items() if k not in ("class_names", "device")},
             "class_weights": None if weights is None else [float(w) for w in weights],
-            "stroke_counts": stroke_counts(sampler.labels, num_classes).tolist(),
+            "stroke_counts": target.counts(),
             "steps_done": previous_steps + steps_done,
             "best_step": previous_steps + best_step,
             "best_loss": None if not math.isfinite(best_loss) else float(best_loss),
