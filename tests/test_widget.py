@@ -215,3 +215,131 @@ def test_strokes_painted_during_training_survive_stop_errors_and_reload(setup, q
     wait_done(qtbot, widget)
     np.testing.assert_array_equal(strokes.data, painted)
     assert viewer.layers[f"{SAMPLE} prediction"] is not strokes
+
+
+# ---- tasks: multi-label and regression ------------------------------------------------------
+def test_the_form_offers_what_fits_the_task(setup):
+    viewer, widget = setup
+    assert [c for c in widget.loss.choices] == ["ce", "dice", "dice_ce", "focal", "boundary_ce"]
+    assert widget.multi_labels.native.isHidden() and not widget.labels_choice.native.isHidden()
+    widget.loss.value = "focal"
+    assert not widget.focal_gamma.native.isHidden() and widget.boundary_choice.native.isHidden()
+    widget.loss.value = "boundary_ce"
+    assert widget.focal_gamma.native.isHidden() and not widget.boundary_choice.native.isHidden()
+    widget.task.value = "multilabel"
+    assert list(widget.loss.choices) == ["bce", "dice_bce", "dice", "focal"]
+    assert widget.labels_choice.native.isHidden() and not widget.multi_labels.native.isHidden()
+    widget.task.value = "regression"
+    assert list(widget.loss.choices) == ["mse", "l1"]
+    assert widget.weights.native.isHidden() and not widget.target_choice.native.isHidden()
+    assert widget.new_labels_button.text == "New mask"
+
+
+def test_class_weights_are_shown_and_follow_the_strokes(setup, qtbot):
+    viewer, widget = setup
+    strokes = viewer.layers[f"{SAMPLE} strokes"]
+    counts = np.bincount(strokes.data.ravel(), minlength=4)[1:]
+    widget.weights.value = "auto"
+    shown = widget.weights_info.value
+    expected = (1 / counts) / (1 / counts).mean()
+    assert shown.startswith(", ".join(f"{w:.3g}" for w in expected)), shown
+    assert "strokes " + ", ".join(str(c) for c in counts) in shown
+    widget.weights.value = "median"
+    assert widget.weights_info.value != shown
+    # Painting more of class 3 changes the weights shown (after a short pause).
+    before = widget.weights_info.value
+    strokes.selected_label = 3
+    strokes.brush_size = 10
+    strokes.paint((30, 60, 20), 3)
+    qtbot.waitUntil(lambda: widget.weights_info.value != before, timeout=5000)
+
+
+def _train_and_wait(widget, qtbot, iterations):
+    widget.iterations.value = iterations
+    widget.train()
+    assert widget.running, widget.status.value
+    wait_done(qtbot, widget)
+
+
+def test_multilabel_gives_one_prediction_layer_per_class(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells_multilabel")
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.task.value = "multilabel"
+    layers = [viewer.layers[f"{SAMPLE} object"], viewer.layers[f"{SAMPLE} tube"]]
+    widget.multi_labels.value = layers
+    before = [layer.data.copy() for layer in layers]
+    widget.weights.value = "auto"
+    assert widget.weights_info.value[0].isdigit()
+    _train_and_wait(widget, qtbot, 60)
+    preds = [viewer.layers[f"{SAMPLE} prediction: {name}"] for name in ("object", "tube")]
+    for pred in preds:
+        assert pred.data.shape == viewer.layers[SAMPLE].data.shape
+        assert tuple(pred.scale) == (0.5, 0.5, 0.5) and set(np.unique(pred.data)) == {1, 2}
+    # The classes overlap: voxels predicted as both 'object' and 'tube' exist.
+    assert np.logical_and(preds[0].data == 2, preds[1].data == 2).sum() > 100
+    assert widget.model.config["task"] == "multilabel"
+    assert [c["name"] for c in widget.model.config["classes"]] == ["object", "tube"]
+    for layer, data in zip(layers, before):
+        np.testing.assert_array_equal(layer.data, data)
+
+
+def test_regression_gives_a_float_image_layer(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells_regression")
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.task.value = "regression"
+    widget.target_choice.value = viewer.layers[f"{SAMPLE} distance"]
+    widget.mask_choice.value = viewer.layers[f"{SAMPLE} known"]
+    _train_and_wait(widget, qtbot, 120)
+    pred = viewer.layers[f"{SAMPLE} prediction"]
+    target = viewer.layers[f"{SAMPLE} distance"].data
+    assert pred.data.dtype == np.float32 and pred.data.shape == target.shape
+    assert tuple(pred.scale) == (0.5, 0.5, 0.5)
+    error = np.abs(pred.data - target).mean()
+    baseline = np.abs(target - target[viewer.layers[f"{SAMPLE} known"].data > 0].mean()).mean()
+    assert error < 0.6 * baseline, (error, baseline)
+    # Saved and loaded, the model sets the form back to regression.
+    widget.save_model(tmp_path / "reg")
+    widget.task.value = "multiclass"
+    widget.load_model(tmp_path / "reg")
+    assert widget.task.value == "regression"
+
+
+def test_bad_task_inputs_notify_and_change_no_layer(setup, messages):
+    viewer, widget = setup
+    shape = viewer.layers[SAMPLE].data.shape
+    three = np.zeros(shape, np.uint8)
+    three[5, 5, 5:9] = 3
+    viewer.add_labels(three, name="threes")
+    with_nan = np.ones(shape, np.float32)
+    with_nan[0] = np.nan
+    viewer.add_image(with_nan, name="nan target")
+    top = np.zeros(shape, np.uint8)
+    top[:2] = 1  # covers the NaN slice
+    viewer.add_labels(top, name="top")
+    cases = [
+        ("multilabel", dict(multi=["threes"]), "value 3"),
+        ("multilabel", dict(multi=[]), "no annotation layers"),
+        ("regression", dict(target="nan target"), "no mask"),
+        ("regression", dict(target="nan target", mask="top"), "inside the mask"),
+    ]
+    for task, form, fragment in cases:
+        widget.task.value = task
+        if "multi" in form:
+            widget.multi_labels.value = [viewer.layers[n] for n in form["multi"]]
+        if "target" in form:
+            widget.target_choice.value = viewer.layers[form["target"]]
+            widget.mask_choice.value = viewer.layers[form["mask"]] if "mask" in form \
+                else "everywhere"
+        before = _snapshot(viewer)
+        messages.clear()
+        widget.train()
+        assert not widget.running and messages and fragment in messages[-1], (form, messages)
+        after = _snapshot(viewer)
+        for key in before:
+            np.testing.assert_array_equal(before[key], after[key])

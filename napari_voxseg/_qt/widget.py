@@ -45,7 +45,7 @@ from ..core import (
 )
 from ..core.device import DEVICES
 from ..core.losses import LOSSES, losses_for, resolve_loss
-from ..core.targets import check_multilabel
+from ..core.targets import check_multilabel, check_regression
 
 TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
                 ("regression", "regression")]
@@ -339,6 +339,7 @@ class VoxSegWidget(Container):
             mask = self.mask_choice.value
             kwargs["mask"] = None if mask in (None, "everywhere") else np.array(mask.data,
                                                                              copy=True)
+            check_regression(labels, spatial, kwargs["mask"], name=target.name)
             names = [target.name]
         boundary = self.loss.value and resolve_loss(self.loss.value, task) == "boundary_ce"
         if boundary and self.boundary_choice.value not in (None, "strokes"):
