@@ -302,3 +302,26 @@ def test_every_loss_trains_saves_loads_and_predicts(task, name, small_volume, tm
         np.testing.assert_array_equal(after, before)
         expected = (2, *image.shape) if task == "multilabel" else image.shape
         assert after.shape == expected and set(np.unique(after)) <= {1, 2, 3}
+
+
+def test_boundary_weights_come_from_the_strokes_or_a_prediction(small_volume, monkeypatch):
+    import sys
+
+    train_module = sys.modules["napari_voxseg.core.train"]
+    image, truth, strokes = small_volume
+    seen = []
+
+    def spy(reference, **kwargs):
+        seen.append(np.array(reference, copy=True))
+        return boundary_weight_map(reference, **kwargs)
+
+    monkeypatch.setattr(train_module, "boundary_weight_map", spy)
+    config = TrainConfig(loss="boundary_ce", boundary_weight=4.0, **TINY)
+    model = train(image, strokes, config).model
+    assert model.config["loss"] == {"name": "boundary_ce", "boundary_weight": 4.0,
+                                    "boundary_sigma": 5.0}
+    train(image, strokes, config, boundary_reference=truth)
+    np.testing.assert_array_equal(seen[0], strokes)
+    np.testing.assert_array_equal(seen[1], truth)
+    with pytest.raises(VoxSegError, match="boundary reference"):
+        train(image, strokes, config, boundary_reference=truth[:2])

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 from napari_voxseg.core import VoxSegError, check_image, check_labels, class_weights
 from napari_voxseg.core.files import read_volume, write_volume
+from napari_voxseg.core.targets import check_multilabel, check_regression
 
 DTYPES = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
                    hnp.boolean_dtypes(), hnp.complex_number_dtypes(),
@@ -59,8 +60,43 @@ def test_check_labels_accepts_or_explains(array, num_classes):
         assert "\n" not in str(exc) and str(exc)
     else:
         assert k >= 2 and labels.max() <= k
-        class_weights("auto", labels, k)
+        for spec in ("auto", "median"):
+            w = class_weights(spec, labels, k)
+            assert np.isfinite(w).all() and (w >= 0).all()
     assert_unchanged(array, before)
+
+
+@FAST
+@given(st.lists(ARRAYS, min_size=0, max_size=3))
+def test_multilabel_checks_accept_or_explain(arrays):
+    before = [a.copy() for a in arrays]
+    shape = arrays[0].shape if arrays and arrays[0].ndim == 3 else (2, 2, 2)
+    try:
+        data, k = check_multilabel(arrays, shape)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert data.shape == (k, *shape) and set(np.unique(data)) <= {0, 1, 2}
+        for spec in ("auto", "median"):
+            w = class_weights(spec, data, k, task="multilabel")
+            assert np.isfinite(w).all() and (w >= 0).all()
+    for a, b in zip(arrays, before):
+        assert_unchanged(a, b)
+
+
+@FAST
+@given(ARRAYS, st.one_of(st.none(), ARRAYS))
+def test_regression_checks_accept_or_explain(target, mask):
+    before = target.copy()
+    shape = target.shape if target.ndim == 3 else (2, 2, 2)
+    try:
+        values = check_regression(target, shape, mask)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert values.shape == (1, *shape) and values.dtype == np.float32
+        assert np.isfinite(values).any()
+    assert_unchanged(target, before)
 
 
 @FAST
