@@ -35,7 +35,6 @@ from ..core import (
     TrainEvent,
     VoxSegError,
     check_image,
-    check_labels,
     class_weights,
     iter_predict,
     iter_train,
@@ -45,7 +44,7 @@ from ..core import (
 )
 from ..core.device import DEVICES
 from ..core.losses import LOSSES, losses_for, resolve_loss
-from ..core.targets import check_multilabel, check_regression
+from ..core.targets import prepare_target
 
 TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
                 ("regression", "regression")]
@@ -235,19 +234,16 @@ class VoxSegWidget(Container):
         try:
             if not layers:
                 raise VoxSegError("choose the annotation layer(s)")
-            if task == "multiclass":
-                data = np.asarray(layers[0].data)
-                data, k = check_labels(data, data.shape,
-                                       num_classes=int(self.classes.value) or None)
-                counts = np.bincount(data.ravel(), minlength=k + 1)[1 : k + 1]
-                painted = "strokes " + ", ".join(str(int(c)) for c in counts)
-            else:
-                first = np.asarray(layers[0].data)
-                data, k = check_multilabel([np.asarray(lay.data) for lay in layers],
-                                           first.shape, names=[lay.name for lay in layers])
-                painted = "present/absent " + ", ".join(
-                    f"{int((d == 2).sum())}/{int((d == 1).sum())}" for d in data)
-            weights = class_weights(self.weights.value, data, k, task=task)
+            data = [np.asarray(layer.data) for layer in layers]
+            target = prepare_target(task, data if task == "multilabel" else data[0],
+                                    data[0].shape, names=[layer.name for layer in layers],
+                                    num_classes=(int(self.classes.value) or None)
+                                    if task == "multiclass" else None)
+            weights = class_weights(self.weights.value, target.data, target.num_outputs,
+                                    task=task)
+            counts = target.counts()
+            painted = ("strokes " + ", ".join(map(str, counts)) if task == "multiclass" else
+                       "present/absent " + ", ".join(f"{p}/{a}" for a, p in counts))
         except VoxSegError as exc:
             text = str(exc).split(";")[0]
         else:
@@ -306,12 +302,16 @@ class VoxSegWidget(Container):
                            if task == "multiclass" else None,
                            class_names=class_names, device=str(device), num_threads=threads)
 
-    def _training_inputs(self, image: np.ndarray):
+    def _input_name(self) -> str | None:
+        layer = {"multiclass": self.labels_choice.value,
+                 "regression": self.target_choice.value}.get(self.task.value)
+        return None if layer is None else layer.name
+
+    def _training_inputs(self):
         """Copies (taken here, on the main thread) of what the task learns from:
         ``(labels, keyword arguments for iter_train, class names)``. The worker never sees the
         layers themselves, so training can never change them."""
         task = self.task.value
-        spatial = image.shape[1:]
         kwargs = {}
         if task == "multiclass":
             layer = self.labels_choice.value
@@ -319,8 +319,6 @@ class VoxSegWidget(Container):
                 raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
                                   "few strokes of each class")
             labels = np.array(layer.data, copy=True)
-            check_labels(labels, spatial, name=layer.name,
-                         num_classes=int(self.classes.value) or None)
             names = None
         elif task == "multilabel":
             layers = list(self.multi_labels.value or [])
@@ -329,7 +327,6 @@ class VoxSegWidget(Container):
                                   "layer per class (press 'New annotations' once per class)")
             labels = [np.array(layer.data, copy=True) for layer in layers]
             names = [_class_name(layer.name, self.image_choice.value) for layer in layers]
-            check_multilabel(labels, spatial, names=names)
         else:
             target = self.target_choice.value
             if target is None:
@@ -339,7 +336,6 @@ class VoxSegWidget(Container):
             mask = self.mask_choice.value
             kwargs["mask"] = None if mask in (None, "everywhere") else np.array(mask.data,
                                                                              copy=True)
-            check_regression(labels, spatial, kwargs["mask"], name=target.name)
             names = [target.name]
         boundary = self.loss.value and resolve_loss(self.loss.value, task) == "boundary_ce"
         if boundary and self.boundary_choice.value not in (None, "strokes"):
@@ -355,14 +351,15 @@ class VoxSegWidget(Container):
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
             image = check_image(image_layer.data, name=image_layer.name)
-            labels, kwargs, names = self._training_inputs(image)
+            labels, kwargs, names = self._training_inputs()
             device = resolve_device(self.device.value)
             config = self._form_config(device, class_names=names).checked()
-            if config.task != "regression":
-                stacked = np.stack(labels) if isinstance(labels, list) else labels
-                count = stacked.shape[0] if config.task == "multilabel" else (
-                    config.num_classes or int(stacked.max()))
-                class_weights(self.weights.value, stacked, count, task=config.task)
+            # The checks training will make, made now so that a mistake is told at once.
+            target = prepare_target(config.task, labels, image.shape[1:], names=names,
+                                    num_classes=config.num_classes, mask=kwargs.get("mask"),
+                                    name=self._input_name())
+            class_weights(config.class_weights, target.data, target.num_outputs,
+                          task=config.task)
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return

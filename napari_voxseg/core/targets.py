@@ -142,17 +142,19 @@ def check_regression(target, spatial_shape: Sequence[int], mask=None, *,
 def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
                    num_classes: int | None = None, mask=None,
                    names: Sequence[str] | None = None,
-                   scale: tuple[float, float] | None = None) -> Target:
+                   scale: tuple[float, float] | None = None, name: str | None = None) -> Target:
     """Check what to learn for ``task`` and put it in the sampler's shape.
 
     Regression values are standardized with ``scale`` = (mean, std), by default those of the
-    known values (kept in ``Target.scale`` to undo it after prediction)."""
+    known values (kept in ``Target.scale`` to undo it after prediction). ``name`` (e.g. the
+    layer's) is what error messages call the labels or the target."""
     check_task(task)
     if mask is not None and task != "regression":
         raise VoxSegError(f"a mask is for regression targets; for a {task} task paint 0 where "
                           "nothing is known")
     if task == "multiclass":
-        data, k = check_labels(labels, spatial_shape, num_classes=num_classes)
+        data, k = check_labels(labels, spatial_shape, num_classes=num_classes,
+                               name=name or "labels")
         return Target(task, data, k, strata=np.asarray(data, dtype=np.int32))
     if task == "multilabel":
         data, k = check_multilabel(labels, spatial_shape, num_classes=num_classes, names=names)
@@ -162,7 +164,7 @@ def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
             annotated = volume > 0
             strata[annotated] = 2 * i + volume[annotated].astype(np.int32)
         return Target(task, data, k, strata=strata)
-    values = check_regression(labels, spatial_shape, mask)
+    values = check_regression(labels, spatial_shape, mask, name=name or "target")
     known = np.isfinite(values[0])
     if scale is None:
         mean = float(values[0][known].mean(dtype=np.float64))
