@@ -255,9 +255,10 @@ def iter_train(
                     else:
                         target = prepare_target(task, fresh, image.shape[1:],
                                                 num_classes=num_classes, names=cfg.class_names)
+                    if boundary is not None and boundary_reference is None:
+                        boundary = boundary_map(target.data)  # the strokes' boundaries moved
                     sampler.update_labels(target.data, strata=target.strata,
-                                          voxel_weights=None if boundary is None
-                                          else boundary_map(target.data))
+                                          voxel_weights=boundary)
             lr = _lr_at(step, cfg.iterations, cfg.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr
