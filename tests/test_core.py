@@ -60,6 +60,8 @@ def test_image_becomes_float_channels_first():
     (np.ones((4, 4, 4), bool), {}, "boolean"),
     (np.full((4, 4, 4), -1, np.int32), {}, "negative"),
     (np.arange(64, dtype=np.uint8).reshape(4, 4, 4) % 4, {"num_classes": 2}, "class count"),
+    (np.arange(64, dtype=np.int64).reshape(4, 4, 4) * 10**9, {}, "at most 255 classes"),
+    (np.arange(64, dtype=np.uint8).reshape(4, 4, 4) % 4, {"num_classes": 300}, "2 to 255"),
 ])
 def test_bad_labels_are_refused_with_a_reason(labels, kwargs, fragment):
     with pytest.raises(VoxSegError, match=fragment):

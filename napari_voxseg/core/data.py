@@ -14,6 +14,8 @@ from .errors import VoxSegError
 
 # Percentiles used to map intensities to roughly [0, 1]; robust to a few hot or dead voxels.
 DEFAULT_PERCENTILES = (1.0, 99.8)
+# The most classes a network has (its outputs are stored as uint8 labels 1..K).
+MAX_CLASSES = 255
 # Above this many voxels, percentiles are estimated on a strided subsample.
 _PERCENTILE_SAMPLE = 2_000_000
 
@@ -115,10 +117,15 @@ def check_labels(
             "classes, e.g. 1 for background and 2 for the objects"
         )
     largest = int(present.max())
+    if largest > MAX_CLASSES:
+        raise VoxSegError(
+            f"{name} use class {largest}; voxseg takes at most {MAX_CLASSES} classes: number "
+            f"the classes 1..K with K <= {MAX_CLASSES}"
+        )
     if num_classes is not None:
         num_classes = int(num_classes)
-        if num_classes < 2:
-            raise VoxSegError(f"class count is {num_classes}; give at least 2 classes")
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise VoxSegError(f"class count is {num_classes}; give 2 to {MAX_CLASSES} classes")
         if largest > num_classes:
             raise VoxSegError(
                 f"{name} use class {largest} but the class count is {num_classes}; raise the "
