@@ -115,6 +115,9 @@ def cmd_train(args) -> int:
     except StopIteration as stop:
         result = stop.value
     bar.close()
+    if result.warning:
+        print(f"warning: {result.warning}; saving the best model so far (step "
+              f"{result.best_step})", file=sys.stderr)
     save_model(result.model, out)
     print(f"saved model to {out} ({result.steps} steps, best smoothed loss "
           f"{result.best_loss:.4f} at step {result.best_step}, {result.elapsed:.0f} s)")

@@ -351,6 +351,22 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
     assert result.skipped_steps == 3
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
+    # NaN from the very first step: nothing was learned, so training fails with the reason.
     monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None, **kw: Flaky(1))
     with pytest.raises(VoxSegError, match="NaN or infinite 3 steps in a row"):
         train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))
+
+    # NaN for good after 6 good steps: training stops, says why, and keeps a finite model.
+    class GoesBad(Flaky):
+        def forward(self, logits, labels, voxel_weights=None):
+            self.calls += 1
+            value = real(logits, labels)
+            return value if self.calls <= 6 else value * float("nan")
+
+    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None, **kw:
+                        GoesBad(1))
+    result = train(image, strokes, TrainConfig(**{**TINY, "iterations": 50}))
+    assert result.stopped and "NaN or infinite 3 steps in a row" in result.warning
+    assert len(result.history) == 6 and result.steps < 50
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert predict(result.model, image).shape == image.shape

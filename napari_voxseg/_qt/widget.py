@@ -25,7 +25,7 @@ from magicgui.widgets import (
 )
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -417,6 +417,9 @@ class VoxSegWidget(Container):
     def _on_returned(self, value) -> None:
         result, prediction = value
         if result is not None:
+            if result.warning:
+                show_warning(f"{result.warning}; kept the best model so far (step "
+                             f"{result.best_step})")
             self.model = result.model
             self.model_info.value = (f"trained {result.steps} steps, best loss "
                                      f"{result.best_loss:.4f}")

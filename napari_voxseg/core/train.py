@@ -123,6 +123,7 @@ class TrainResult:
     elapsed: float = 0.0
     skipped_steps: int = 0
     extra: dict = field(default_factory=dict)
+    warning: str = ""  # why training stopped early by itself (e.g. repeated NaN losses)
 
 
 def _versions() -> dict:
@@ -237,7 +238,7 @@ def iter_train(
 
     history: list[tuple[int, float]] = []
     best_state, best_loss, best_step = None, math.inf, -1
-    smoothed, bad_in_a_row, skipped, stopped = None, 0, 0, False
+    smoothed, bad_in_a_row, skipped, stopped, warning = None, 0, 0, False, ""
     start = time.perf_counter()
     step = 0
     try:
@@ -276,10 +277,13 @@ def iter_train(
                 skipped += 1
                 bad_in_a_row += 1
                 if bad_in_a_row >= MAX_BAD_STEPS:
-                    raise VoxSegError(
-                        f"the loss was NaN or infinite {MAX_BAD_STEPS} steps in a row; lower the "
-                        "learning rate or check the image for extreme values"
-                    )
+                    message = (f"the loss was NaN or infinite {MAX_BAD_STEPS} steps in a row; "
+                               "lower the learning rate or check the image for extreme values")
+                    if not history:  # nothing learned yet: there is no model worth keeping
+                        raise VoxSegError(message)
+                    # Skipped steps never touched the weights: keep the best model so far.
+                    stopped, warning = True, f"training stopped: {message}"
+                    break
                 continue
             bad_in_a_row = 0
             scaler.scale(loss).backward()
@@ -337,7 +341,8 @@ def iter_train(
     }
     return TrainResult(model=model, history=history, stopped=stopped, steps=steps_done,
                        best_step=best_step, best_loss=best_loss,
-                       elapsed=time.perf_counter() - start, skipped_steps=skipped)
+                       elapsed=time.perf_counter() - start, skipped_steps=skipped,
+                       warning=warning)
 
 
 def run_to_end(generator: Generator):
