@@ -261,13 +261,19 @@ def _train_and_wait(widget, qtbot, iterations):
     wait_done(qtbot, widget)
 
 
-def test_multilabel_gives_one_prediction_layer_per_class(make_napari_viewer, qtbot):
+def _open_for_task(make_napari_viewer, sample_key, task):
+    """A viewer with one of the samples, the widget docked, the image and the task chosen."""
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-voxseg", "cells_multilabel")
+    viewer.open_sample("napari-voxseg", sample_key)
     widget = VoxSegWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image_choice.value = viewer.layers[SAMPLE]
-    widget.task.value = "multilabel"
+    widget.task.value = task
+    return viewer, widget
+
+
+def test_multilabel_gives_one_prediction_layer_per_class(make_napari_viewer, qtbot):
+    viewer, widget = _open_for_task(make_napari_viewer, "cells_multilabel", "multilabel")
     layers = [viewer.layers[f"{SAMPLE} object"], viewer.layers[f"{SAMPLE} tube"]]
     widget.multi_labels.value = layers
     before = [layer.data.copy() for layer in layers]
@@ -287,12 +293,7 @@ def test_multilabel_gives_one_prediction_layer_per_class(make_napari_viewer, qtb
 
 
 def test_regression_gives_a_float_image_layer(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-voxseg", "cells_regression")
-    widget = VoxSegWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.image_choice.value = viewer.layers[SAMPLE]
-    widget.task.value = "regression"
+    viewer, widget = _open_for_task(make_napari_viewer, "cells_regression", "regression")
     widget.target_choice.value = viewer.layers[f"{SAMPLE} distance"]
     widget.mask_choice.value = viewer.layers[f"{SAMPLE} known"]
     _train_and_wait(widget, qtbot, 120)

@@ -129,16 +129,23 @@ class SoftmaxDice(_Loss):
         return _soft_dice(probs, truth, mask, self._class_weight(logits.shape[1], logits))
 
 
-class SoftmaxDiceCE(_Loss):
-    """Dice + cross-entropy (MONAI ``DiceCELoss(softmax=True, batch=True)``)."""
+class _Sum(_Loss):
+    """The sum of the losses in ``parts``, each built with the same class weights."""
+
+    parts: tuple = ()
 
     def __init__(self, class_weights=None):
         super().__init__(class_weights)
-        self.dice = SoftmaxDice(class_weights)
-        self.ce = MaskedCrossEntropy(class_weights)
+        self.terms = torch.nn.ModuleList(part(class_weights) for part in self.parts)
 
     def forward(self, logits, labels, voxel_weights=None):
-        return self.dice(logits, labels) + self.ce(logits, labels)
+        return sum(term(logits, labels) for term in self.terms)
+
+
+class SoftmaxDiceCE(_Sum):
+    """Dice + cross-entropy (MONAI ``DiceCELoss(softmax=True, batch=True)``)."""
+
+    parts = (SoftmaxDice, MaskedCrossEntropy)
 
 
 class SoftmaxFocal(_Loss):
@@ -202,18 +209,11 @@ class SigmoidDice(_Loss):
                           self._class_weight(logits.shape[1], logits))
 
 
-class SigmoidDiceBCE(_Loss):
+class SigmoidDiceBCE(_Sum):
     """Dice + BCE for overlapping classes."""
 
     task = "multilabel"
-
-    def __init__(self, class_weights=None):
-        super().__init__(class_weights)
-        self.dice = SigmoidDice(class_weights)
-        self.bce = MaskedBCE(class_weights)
-
-    def forward(self, logits, labels, voxel_weights=None):
-        return self.dice(logits, labels) + self.bce(logits, labels)
+    parts = (SigmoidDice, MaskedBCE)
 
 
 class SigmoidFocal(_Loss):
