@@ -71,13 +71,22 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_train(args) -> int:
-    from .core import TrainConfig, iter_train, read_volume, save_model
+    from .core import TrainConfig, iter_train, load_model, read_volume, save_model
     from .core.checkpoint import check_model_folder
     from .core.errors import VoxSegError
+    from .core.train import FINE_TUNE_LR_FACTOR
 
     out = check_model_folder(args.out)  # fail now, not after minutes of training
+    model = load_model(args.init, device=args.device) if args.init else None
+    task, loss, learning_rate = args.task, args.loss, args.learning_rate
+    if model is not None:  # fine-tune: the model's task and loss unless told otherwise
+        task = task or model.config.get("task", "multiclass")
+        loss = loss or model.config.get("loss", {}).get("name")
+        learning_rate = learning_rate or TrainConfig.learning_rate * FINE_TUNE_LR_FACTOR
+        if args.patch_size is None:
+            args.patch_size = ",".join(str(v) for v in model.config["patch_size"])
     config = TrainConfig(
-        iterations=args.iterations, task=args.task, loss=args.loss,
+        iterations=args.iterations, task=task or "multiclass", loss=loss,
         class_weights=args.class_weights, num_classes=args.classes, device=args.device,
         seed=args.seed, num_threads=args.threads, focal_gamma=args.focal_gamma,
         boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
@@ -85,7 +94,7 @@ def cmd_train(args) -> int:
         **({"patch_size": tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))}
            if args.patch_size else {}),
         **({"batch_size": args.batch_size} if args.batch_size else {}),
-        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+        **({"learning_rate": learning_rate} if learning_rate else {}),
     )
     config.checked()  # a bad task, loss or number: say so before reading any volume
     if len(args.labels) > 1 and config.task != "multilabel":
@@ -107,7 +116,7 @@ def cmd_train(args) -> int:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
     bar = Progress("train")
     gen = iter_train(image, labels, config, voxel_size=voxel, mask=mask,
-                     boundary_reference=reference)
+                     boundary_reference=reference, model=model)
     try:
         while True:
             event = next(gen)
@@ -214,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .core import TrainConfig
     from .core.device import DEVICES
     from .core.losses import TASKS, losses_for
+    from .core.train import FINE_TUNE_LR_FACTOR
 
     parser = _Parser(prog="python -m napari_voxseg",
                      description="Train, apply and score 3D segmentation networks from strokes.")
@@ -227,7 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
                         "2 = present; regression: the float target")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--task", default="multiclass", choices=TASKS)
+    p.add_argument("--task", default=None, choices=TASKS,
+                   help="default multiclass (with --init: the model's task)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune this saved model on the strokes instead of training a new "
+                        "one (default learning rate then "
+                        f"{TrainConfig.learning_rate * FINE_TUNE_LR_FACTOR:g})")
     p.add_argument("--loss", default=None, choices=names, metavar="LOSS",
                    help="multiclass: " + ", ".join(losses_for("multiclass"))
                         + " (default ce); multilabel: " + ", ".join(losses_for("multilabel"))

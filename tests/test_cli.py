@@ -63,6 +63,17 @@ def test_training_shows_a_progress_bar(files, tmp_path):
     assert proc.returncode == 0 and "train [" in proc.stderr and "3/3" in proc.stderr
 
 
+def test_fine_tune_a_saved_model(files, trained, tmp_path):
+    proc = run("train", files / "image.tif", files / "strokes.tif", "--out", tmp_path / "ft",
+               "--init", trained, "--iterations", 5)
+    assert proc.returncode == 0, proc.stderr
+    base, tuned = load_model(trained), load_model(tmp_path / "ft")
+    assert tuned.config["architecture"] == base.config["architecture"]
+    assert tuned.config["patch_size"] == base.config["patch_size"] == [16, 32, 32]
+    assert tuned.config["training"]["steps_done"] == base.config["training"]["steps_done"] + 5
+    assert tuned.config["training"]["learning_rate"] == pytest.approx(3e-4)
+
+
 def _bad_inputs(d, model):
     """(name, arguments, fragment of the message, output that must not appear)."""
     write_volume(d / "small.tif", np.ones((4, 8, 8), np.uint8))
@@ -82,6 +93,9 @@ def _bad_inputs(d, model):
     known[:4] = 1  # covers the NaN slice
     write_volume(d / "known.npy", known)
     write_volume(d / "ml_bad.npy", np.full((16, 32, 32), 3, np.uint8))
+    three = np.zeros((16, 32, 32), np.uint8)
+    three[5, 2:30, 3], three[5, 10:20, 10], three[9, 10:20, 12] = 1, 2, 3
+    write_volume(d / "three_classes.npy", three)
     out = d / "out_model"
     img, strokes = d / "image.tif", d / "strokes.tif"
     reg = ["--task", "regression"]
@@ -133,6 +147,12 @@ def _bad_inputs(d, model):
         ("evaluate shapes", ["evaluate", d / "small.tif", d / "truth.npy"], "shape", None),
         ("evaluate floats", ["evaluate", d / "nan.npy", d / "truth.npy"], "integer", None),
         ("no command", [], "required", None),
+        ("fine-tune a missing model", ["train", img, strokes, "--out", out, "--init",
+                                       d / "no_model"], "does not exist", out),
+        ("fine-tune with another task", ["train", img, d / "nan_target.npy", "--out", out,
+                                         "--init", model, *reg], "regression", out),
+        ("fine-tune with more classes", ["train", img, d / "three_classes.npy", "--out", out,
+                                         "--init", model], "classes", out),
     ]
 
 

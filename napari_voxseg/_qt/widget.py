@@ -1,13 +1,24 @@
 """The VoxSeg dock widget: a form that builds a TrainConfig and runs the core in a worker.
 
 Layers are read on the main thread (copies go to the worker) and changed only in the worker's
-``returned`` handler, on the main thread. The user's annotation layer is never written to.
+``yielded`` and ``returned`` handlers, on the main thread. The user's annotation layers are
+never written to. While training runs:
+
+- strokes painted meanwhile are copied (on the main thread, 300 ms after painting pauses) into
+  a mailbox that the worker empties every few steps;
+- the region in view is kept up to date on the main thread; every few seconds the worker
+  predicts that region with the network as it is and the prediction layer is updated there;
+- removing a layer the run uses, or closing the viewer, stops the worker without a result.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import napari
@@ -24,6 +35,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
@@ -36,6 +48,7 @@ from ..core import (
     VoxSegError,
     check_image,
     class_weights,
+    dice_per_class,
     iter_predict,
     iter_train,
     load_model,
@@ -45,6 +58,8 @@ from ..core import (
 from ..core.device import DEVICES
 from ..core.losses import LOSSES, losses_for, resolve_loss
 from ..core.targets import prepare_target
+from ..core.train import FINE_TUNE_LR_FACTOR, PreviewEvent
+from .curve import LossCurve
 
 TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
                 ("regression", "regression")]
@@ -60,18 +75,91 @@ def multilabel_colormap(index: int, prediction: bool) -> DirectLabelColormap:
                                            2: colour})
 
 
-def _train_job(image, labels, config, voxel_size, stop: threading.Event, model=None,
-               **kwargs):
-    """Worker body: train, then predict the whole volume. Yields core events."""
-    result = yield from iter_train(image, labels, config, model=model, voxel_size=voxel_size,
-                                   should_stop=stop.is_set, **kwargs)
-    prediction = yield from iter_predict(result.model, image)
-    return result, prediction
+class _Latest:
+    """A one-slot mailbox between threads: put() replaces, take() empties (None if empty)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._value = None
+
+    def put(self, value) -> None:
+        with self._lock:
+            self._value = value
+
+    def take(self):
+        with self._lock:
+            value, self._value = self._value, None
+        return value
 
 
-def _predict_job(model, image, stop: threading.Event):
-    prediction = yield from iter_predict(model, image, should_stop=stop.is_set)
-    return None, prediction
+class _Job:
+    """What one worker run shares with the main thread."""
+
+    def __init__(self, kind: str, target, layers):
+        self.kind = kind  # "train" or "predict"
+        self.target = target  # the image layer whose prediction is shown
+        self.layers = layers  # every layer the run reads; removing one stops it
+        self.stop = threading.Event()  # stop training, keep the best model, predict
+        self.abandon = threading.Event()  # stop everything, show nothing (closing, removal)
+        self.done = threading.Event()  # set by the worker as it ends
+        self.strokes = _Latest()  # newer strokes for the worker
+        self.copy_strokes = None  # main thread: a fresh copy of the strokes
+        self.region = None  # main thread -> worker: the block in view (three slices)
+        self.full_preview = False  # main thread -> worker: predict everything at next step
+        self.closing = False  # the window is closing: say nothing, touch nothing
+        self.live_layers = []  # the layers whose painting joins a running training
+        self.patch = None
+        self.class_names = None
+        self.first_step = 0
+        self.bar = None  # napari's progress indicator
+        self.task_id = None  # napari's task status (asks before closing the window)
+
+    def preview_region(self):
+        if self.full_preview:
+            self.full_preview = False
+            return (slice(None),) * 3
+        return self.region
+
+    def preview_now(self) -> bool:
+        return self.full_preview
+
+
+@dataclass
+class _Inputs:
+    """What a training run learns from, copied from the layers on the main thread."""
+
+    labels: object  # the strokes (or the regression target), as the core takes them
+    kwargs: dict  # more for iter_train (mask, boundary_reference, model, resume)
+    names: list | None  # class names
+    layers: list  # every layer read: removing one stops the run
+    live_layers: list  # the layers whose painting joins a running training
+    copy_strokes: object  # () -> a fresh copy of the strokes, for the worker's get_labels
+
+
+def _train_job(job: _Job, image, labels, config, voxel_size, model=None, **kwargs):
+    """Worker body: train (with live previews), then predict the whole volume. Yields core
+    events; returns ``(TrainResult, PredictResult | None)``."""
+    try:
+        result = yield from iter_train(image, labels, config, model=model,
+                                       voxel_size=voxel_size, should_stop=job.stop.is_set,
+                                       get_labels=job.strokes.take,
+                                       preview_region=job.preview_region,
+                                       preview_now=job.preview_now, **kwargs)
+        if job.abandon.is_set():
+            return result, None
+        prediction = yield from iter_predict(result.model, image,
+                                             should_stop=job.abandon.is_set)
+        return result, prediction
+    finally:
+        job.done.set()
+
+
+def _predict_job(job: _Job, model, image):
+    try:
+        prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set)
+        return None, prediction
+    finally:
+        job.done.set()
 
 
 def _class_name(layer_name: str, image_layer) -> str:
@@ -85,6 +173,70 @@ def _spatial(layer) -> tuple[list[float], list[float]]:
     return list(layer.scale[-3:]), list(layer.translate[-3:])
 
 
+def _limits(data: np.ndarray) -> tuple[float, float]:
+    low, high = float(np.nanmin(data)), float(np.nanmax(data))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9; viewer.camera before
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _canvas_size(viewer) -> tuple[float, float] | None:
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    size = size if size is not None else getattr(viewer, "_canvas_size", None)
+    return None if size is None else tuple(float(v) for v in size)
+
+
+# A live preview covers at most this many tiles along each axis in view, around its centre,
+# so that it takes seconds on a CPU however large the volume and however far out the zoom.
+PREVIEW_TILES_2D = 4
+PREVIEW_TILES_3D = 2
+
+
+def view_region(viewer, layer, patch) -> tuple[slice, slice, slice] | None:
+    """The block of ``layer`` (its last three axes, Z, Y, X) that the viewer shows: in 2D the
+    slice in view with its neighbours, over the part of the plane on the canvas; in 3D a
+    block around the camera's centre. None when the view does not meet the volume."""
+    spatial = layer.data.shape[-3:]
+    scale = np.asarray(layer.scale[-3:], float)
+    translate = np.asarray(layer.translate[-3:], float)
+    first = viewer.dims.ndim - 3  # the layer's spatial axes are the viewer's last three
+    displayed = list(viewer.dims.displayed)
+    camera = _camera(viewer)
+    centre = np.asarray(camera.center, float)[-len(displayed):]
+    canvas = _canvas_size(viewer) if len(displayed) == 2 else None
+    point = np.asarray(viewer.dims.point, float)[-3:]
+    region = []
+    for axis, (size, p) in enumerate(zip(spatial, patch)):
+        if first + axis in displayed:
+            k = displayed.index(first + axis)
+            middle = (centre[k] - translate[axis]) / scale[axis]
+            if canvas is not None:
+                half = canvas[k] / 2 / max(camera.zoom, 1e-9) / scale[axis]
+                half = min(half, PREVIEW_TILES_2D * p / 2)
+                lo, hi = int(math.floor(middle - half)), int(math.ceil(middle + half))
+            else:  # 3D: a block of the budget's size, moved inside the volume if need be
+                length = min(size, PREVIEW_TILES_3D * p)
+                lo = min(max(0, int(round(middle - length / 2))), size - length)
+                hi = lo + length
+        else:  # the slice in view, and a few on each side (one tile deep with context)
+            middle = int(round((point[axis] - translate[axis]) / scale[axis]))
+            reach = max(0, p // 4 - 1)
+            lo, hi = middle - reach, middle + reach + 1
+        lo, hi = max(0, lo), min(size, hi)
+        if hi <= lo:
+            return None
+        region.append(slice(lo, hi))
+    return tuple(region)
+
+
 class VoxSegWidget(Container):
     """Pick an image, paint strokes, train, predict, save and load models."""
 
@@ -93,8 +245,10 @@ class VoxSegWidget(Container):
         self.viewer = napari_viewer
         self.model = None  # the trained or loaded network (torch.nn.Module with .config)
         self._worker = None
-        self._stop = threading.Event()
-        self._target = None  # the image layer the running job predicts
+        self._job: _Job | None = None
+        self._resume = None  # where the last stopped run was: Continue goes on from there
+        self.last_train_event = None
+        self.previews: list[dict] = []  # live previews shown during the last run
 
         self.image_choice = ComboBox(label="Image", choices=self._image_layers)
         self.task = ComboBox(label="Task", choices=TASK_CHOICES, value="multiclass",
@@ -125,9 +279,28 @@ class VoxSegWidget(Container):
         self.weights_info = Label(label="Weights", value="")
         self.iterations = SpinBox(label="Iterations", value=TrainConfig.iterations, min=1,
                                   max=1_000_000)
+        self.learning_rate = LineEdit(label="Learning rate", value=str(TrainConfig.learning_rate),
+                                      tooltip="Fine-tune starts at "
+                                              f"{FINE_TUNE_LR_FACTOR:g} x this rate")
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
-        self.train_button = PushButton(text="Train")
-        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.preview_every = SpinBox(label="Preview every (s)", value=5, min=0, max=600,
+                                     tooltip="While training, predict the region in view this "
+                                             "often; 0 = only at the end")
+        self.ground_truth = ComboBox(label="Ground truth", choices=self._truth_layers,
+                                     tooltip="A Labels layer to score the live previews against "
+                                             "(Dice, drawn with the loss)")
+        self.train_button = PushButton(text="Train", tooltip="Train a new network on the strokes")
+        self.stop_button = PushButton(text="Stop", enabled=False,
+                                      tooltip="Stop after this step; keep the best model")
+        self.continue_button = PushButton(text="Continue", enabled=False,
+                                          tooltip="Go on with the stopped run where it stopped")
+        self.fine_tune_button = PushButton(text="Fine-tune", enabled=False,
+                                           tooltip="Train the current model further on the "
+                                                   "strokes, at a lower learning rate")
+        self.buttons = Container(widgets=[self.train_button, self.stop_button,
+                                          self.continue_button, self.fine_tune_button],
+                                 layout="horizontal", labels=False)
+        self.buttons.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(label="Status", value="Paint strokes, then press Train")
         self.predict_button = PushButton(text="Predict with model")
@@ -138,19 +311,28 @@ class VoxSegWidget(Container):
             self.image_choice, self.task, self.labels_choice, self.multi_labels,
             self.target_choice, self.mask_choice, self.new_labels_button, self.classes,
             self.loss, self.focal_gamma, self.boundary_choice, self.weights, self.weights_info,
-            self.iterations, self.device, self.train_button, self.stop_button, self.progress,
-            self.status, self.predict_button, self.save_button, self.load_button,
-            self.model_info,
+            self.iterations, self.learning_rate, self.device, self.preview_every,
+            self.ground_truth, self.buttons, self.progress, self.status, self.predict_button,
+            self.save_button, self.load_button, self.model_info,
         ])
+        self.curve = LossCurve()
+        self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._watched: list = []  # annotation layers whose painting updates the weights shown
         self._weights_timer = QTimer()
         self._weights_timer.setSingleShot(True)
         self._weights_timer.setInterval(300)
         self._weights_timer.timeout.connect(self.update_weights_info)
 
+        self._strokes_timer = QTimer()  # copies strokes painted during training, when paused
+        self._strokes_timer.setSingleShot(True)
+        self._strokes_timer.setInterval(300)
+        self._strokes_timer.timeout.connect(self._send_strokes)
+
         self.new_labels_button.changed.connect(self.new_annotations)
         self.train_button.changed.connect(self.train)
         self.stop_button.changed.connect(self.stop)
+        self.continue_button.changed.connect(self.continue_training)
+        self.fine_tune_button.changed.connect(self.fine_tune)
         self.predict_button.changed.connect(self.predict)
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
@@ -161,6 +343,12 @@ class VoxSegWidget(Container):
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.reset_choices)
+        events.removed.connect(self._layer_removed)
+        dims, camera = self.viewer.dims.events, _camera(self.viewer).events
+        for event in (dims.current_step, dims.ndisplay, dims.order, camera.center, camera.zoom):
+            event.connect(self._update_region)
+        # Closing the window asks napari's task manager to cancel running tasks first.
+        self.native.destroyed.connect(self._abandon_quietly)
         self.reset_choices()
         self._task_changed()
 
@@ -179,6 +367,9 @@ class VoxSegWidget(Container):
 
     def _boundary_sources(self, _widget=None):
         return [("strokes", "strokes"), *self._labels_layers()]
+
+    def _truth_layers(self, _widget=None):
+        return [("none", None), *self._labels_layers()]
 
     def _loss_choices(self, _widget=None):
         task = self.task.value if hasattr(self, "task") else "multiclass"
@@ -307,10 +498,9 @@ class VoxSegWidget(Container):
                  "regression": self.target_choice.value}.get(self.task.value)
         return None if layer is None else layer.name
 
-    def _training_inputs(self):
-        """Copies (taken here, on the main thread) of what the task learns from:
-        ``(labels, keyword arguments for iter_train, class names)``. The worker never sees the
-        layers themselves, so training can never change them."""
+    def _training_inputs(self) -> _Inputs:
+        """Copies (taken here, on the main thread) of what the task learns from. The worker
+        never sees the layers themselves, so training can never change them."""
         task = self.task.value
         kwargs = {}
         if task == "multiclass":
@@ -318,58 +508,134 @@ class VoxSegWidget(Container):
             if layer is None:
                 raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
                                   "few strokes of each class")
-            labels = np.array(layer.data, copy=True)
+            layers = [layer]
             names = None
+
+            def copy_strokes():
+                return np.array(layer.data, copy=True)
         elif task == "multilabel":
             layers = list(self.multi_labels.value or [])
             if not layers:
                 raise VoxSegError("no annotation layers chosen: a multi-label task needs one "
                                   "layer per class (press 'New annotations' once per class)")
-            labels = [np.array(layer.data, copy=True) for layer in layers]
             names = [_class_name(layer.name, self.image_choice.value) for layer in layers]
+
+            def copy_strokes():
+                return [np.array(layer.data, copy=True) for layer in layers]
         else:
             target = self.target_choice.value
             if target is None:
                 raise VoxSegError("no target layer: open the float image to learn (e.g. a "
                                   "distance map) as an Image layer")
-            labels = np.array(target.data, copy=True)
             mask = self.mask_choice.value
-            kwargs["mask"] = None if mask in (None, "everywhere") else np.array(mask.data,
-                                                                             copy=True)
+            mask = None if mask in (None, "everywhere") else mask
+            layers = [target] if mask is None else [target, mask]
             names = [target.name]
+
+            def copy_strokes():  # regression: what changes while training is the mask
+                return None if mask is None else np.array(mask.data, copy=True)
+            kwargs["mask"] = copy_strokes()
+        labels = copy_strokes() if task != "regression" else np.array(target.data, copy=True)
+        live = layers[1:] if task == "regression" else list(layers)
         boundary = self.loss.value and resolve_loss(self.loss.value, task) == "boundary_ce"
         if boundary and self.boundary_choice.value not in (None, "strokes"):
             kwargs["boundary_reference"] = np.array(self.boundary_choice.value.data, copy=True)
-        return labels, kwargs, names
+            layers.append(self.boundary_choice.value)
+        return _Inputs(labels, kwargs, names, layers, live, copy_strokes)
 
-    def train(self) -> None:
-        """Train on the chosen image and annotations in a background worker."""
+    def _learning_rate(self) -> float:
+        text = str(self.learning_rate.value).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise VoxSegError(f"learning rate {text!r} is not a number; type one like 0.003") \
+                from None
+        return value
+
+    def train(self, *, fine_tune: bool = False) -> None:
+        """Train on the chosen image and annotations in a background worker: a new network,
+        or (``fine_tune``) the current model further, at a lower learning rate."""
         if self.running:
             return
         try:
+            if fine_tune and self.model is None:
+                raise VoxSegError("no model to fine-tune: train one or press 'Load model...'")
             image_layer = self.image_choice.value
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
             image = check_image(image_layer.data, name=image_layer.name)
-            labels, kwargs, names = self._training_inputs()
+            inputs = self._training_inputs()
             device = resolve_device(self.device.value)
-            config = self._form_config(device, class_names=names).checked()
+            config = self._form_config(device, class_names=inputs.names)
+            config.learning_rate = self._learning_rate() * (FINE_TUNE_LR_FACTOR if fine_tune
+                                                            else 1.0)
+            config = config.checked()
             # The checks training will make, made now so that a mistake is told at once.
-            target = prepare_target(config.task, labels, image.shape[1:], names=names,
-                                    num_classes=config.num_classes, mask=kwargs.get("mask"),
-                                    name=self._input_name())
+            target = prepare_target(config.task, inputs.labels, image.shape[1:],
+                                    names=inputs.names, num_classes=config.num_classes,
+                                    mask=inputs.kwargs.get("mask"), name=self._input_name())
             class_weights(config.class_weights, target.data, target.num_outputs,
                           task=config.task)
+            if fine_tune:
+                # A copy: self.model stays whole (and can be saved) while this one trains.
+                inputs.kwargs["model"] = copy.deepcopy(self.model)
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
+        self._start_training(image_layer, inputs, image, config)
+
+    def fine_tune(self) -> None:
+        """Train the current (trained or loaded) model further on the strokes."""
+        self.train(fine_tune=True)
+
+    def continue_training(self) -> None:
+        """Go on with the last stopped run from where it stopped, with the current strokes."""
+        if self.running:
+            return
+        resume = self._resume
+        try:
+            if resume is None or self.model is None:
+                raise VoxSegError("nothing to continue: Continue goes on with a run you "
+                                  "stopped; press Train or Fine-tune")
+            image_layer = self.image_choice.value
+            if image_layer is None:
+                raise VoxSegError("no image layer: open a volume first")
+            if self.task.value != resume.config.task:
+                raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
+                                  f"back to {resume.config.task}, or press Train for a new one")
+            image = check_image(image_layer.data, name=image_layer.name)
+            inputs = self._training_inputs()
+        except VoxSegError as exc:
+            self._notify_error(str(exc))
+            return
+        inputs.kwargs.update(model=copy.deepcopy(self.model), resume=resume)
+        self._start_training(image_layer, inputs, image, resume.config, first_step=resume.step)
+
+    def _start_training(self, image_layer, inputs: _Inputs, image, config, *,
+                        first_step: int = 0) -> None:
+        job = _Job("train", image_layer, [image_layer, *inputs.layers])
+        job.copy_strokes, job.live_layers = inputs.copy_strokes, inputs.live_layers
+        job.patch, job.first_step = config.patch_size, first_step
+        job.class_names = inputs.names
+        for layer in job.live_layers:
+            layer.events.paint.connect(self._strokes_changed)
+            layer.events.data.connect(self._strokes_changed)
+        self.previews = []
+        if first_step == 0:
+            self.curve.clear()
         scale, _ = _spatial(image_layer)
-        self._start(_train_job, image, labels, config, tuple(scale), self._stop,
-                    target=image_layer, **kwargs)
+        self._start(job, config.iterations, _train_job, job, image, inputs.labels, config,
+                    tuple(scale), preview_every=float(self.preview_every.value) or math.inf,
+                    **inputs.kwargs)
+        self._update_region()
 
     def predict(self) -> None:
-        """Predict the chosen image with the current model, in a background worker."""
+        """Predict the chosen image with the current model, in a background worker. While
+        training, predict the whole volume with the network as it is, at the next step."""
         if self.running:
+            if self._job.kind == "train":
+                self._job.full_preview = True
+                self.status.value = "predicting the whole volume at the next step..."
             return
         try:
             if self.model is None:
@@ -382,53 +648,188 @@ class VoxSegWidget(Container):
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
-        self._start(_predict_job, self.model, image, self._stop, target=image_layer)
+        job = _Job("predict", image_layer, [image_layer])
+        self._start(job, 0, _predict_job, job, self.model, image)
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept and applied."""
         if self.running:
-            self._stop.set()
+            self._job.stop.set()
             self.status.value = "stopping..."
 
-    def _start(self, job, *args, target, **kwargs) -> None:
-        self._stop.clear()
-        self._target = target
+    def _start(self, job: _Job, total: int, function, *args, **kwargs) -> None:
+        self._job = job
         self.progress.value = 0
-        self.train_button.enabled = self.predict_button.enabled = False
-        self.load_button.enabled = False
-        self.stop_button.enabled = True
+        self._set_running(True)
+        if total:  # napari's own progress indicator (bottom right), for training steps
+            job.bar = progress(total=total, desc="VoxSeg training")
+            job.bar.update(job.first_step)
+        register = getattr(self.viewer.window, "_register_task_status", None)
+        if register is not None:  # napari asks before closing the window, then cancels us
+            from napari.utils.task_status import Status
+
+            job.task_id = register("napari-voxseg", Status.BUSY, job.kind,
+                                   cancel_callback=self._abandon_quietly)
         self._worker = create_worker(
-            job, *args, **kwargs, _start_thread=False, _ignore_errors=True,
+            function, *args, **kwargs, _start_thread=False, _ignore_errors=True,
             _connect={"yielded": self._on_event, "returned": self._on_returned,
                       "errored": self._on_error, "finished": self._on_finished},
         )
         self._worker.start()
 
+    def _set_running(self, running: bool) -> None:
+        self.train_button.enabled = self.load_button.enabled = not running
+        self.fine_tune_button.enabled = not running and self.model is not None
+        self.continue_button.enabled = not running and self._resume is not None
+        self.save_button.enabled = not running
+        self.stop_button.enabled = running
+        # While training, Predict asks for a whole-volume preview.
+        self.predict_button.enabled = not running or self._job.kind == "train"
+
+    # ---- while training: strokes in, region in view, layers removed, window closed --------
+    def _strokes_changed(self, _event=None) -> None:
+        self._strokes_timer.start()  # copied once painting pauses for 300 ms
+
+    def _send_strokes(self) -> None:
+        """Hand the worker a copy of the strokes as they are now (main thread)."""
+        job = self._job
+        if job is not None and job.copy_strokes is not None and not job.done.is_set():
+            job.strokes.put(job.copy_strokes())
+
+    def _update_region(self, _event=None) -> None:
+        job = self._job
+        if job is not None and job.kind == "train" and job.target in self.viewer.layers:
+            job.region = view_region(self.viewer, job.target, job.patch)
+
+    def _layer_removed(self, event) -> None:
+        job = self._job
+        if job is None or job.done.is_set():
+            return
+        if any(layer is event.value for layer in job.layers):
+            self._abandon()
+            message = (f"VoxSeg stopped: the layer '{event.value.name}' it was using was "
+                       "removed; nothing was changed")
+            # Told a moment later, unless it is the whole viewer closing (all layers go first).
+            QTimer.singleShot(0, lambda: None if job.closing else show_warning(message))
+
+    def _abandon(self) -> None:
+        """Stop the run and show nothing from it (its layers or the viewer are going)."""
+        job = self._job
+        if job is not None:
+            job.abandon.set()
+            job.stop.set()
+
+    def _abandon_quietly(self, *_args) -> bool:
+        """The window is closing: stop the worker, wait for it, and let no handler run on the
+        widgets that are about to go. Returns True (napari's task cancel callback)."""
+        job, worker = self._job, self._worker
+        if job is None or worker is None:
+            return True
+        job.closing = True
+        self._abandon()
+        for signal, handler in (("yielded", self._on_event), ("returned", self._on_returned),
+                                ("errored", self._on_error), ("finished", self._on_finished)):
+            try:
+                getattr(worker, signal).disconnect(handler)
+            except (TypeError, RuntimeError):
+                pass
+        job.done.wait(timeout=60)  # one training step or one batch of tiles
+        self._end_job(job)
+        self._worker = None
+        return True
+
+    def _end_job(self, job: _Job) -> None:
+        self._strokes_timer.stop()
+        for layer in getattr(job, "live_layers", []):
+            for event in (layer.events.paint, layer.events.data):
+                event.disconnect(self._strokes_changed)
+        if job.bar is not None:
+            job.bar.close()
+            job.bar = None
+        update = getattr(self.viewer.window, "_update_task_status", None)
+        if job.task_id is not None and update is not None:
+            from napari.utils.task_status import Status
+
+            update(job.task_id, Status.CANCELLED if job.abandon.is_set() else Status.COMPLETED)
+        if self._job is job:
+            self._job = None
+
     # ---- worker handlers (main thread) ----------------------------------------------------
     def _on_event(self, event) -> None:
+        job = self._job
+        if job is None:
+            return
         if isinstance(event, TrainEvent):
+            self.last_train_event = event
             self.progress.value = int(100 * event.step / event.total)
+            done_here = event.step - job.first_step
+            left = (event.total - event.step) * event.elapsed / max(1, done_here)
             self.status.value = (f"step {event.step}/{event.total}  loss "
-                                 f"{event.smoothed_loss:.4f}  {event.elapsed:.0f} s")
+                                 f"{event.smoothed_loss:.4f}  {_duration(event.elapsed)}, "
+                                 f"~{_duration(left)} left")
+            self.curve.add_loss(event.step, event.loss, event.smoothed_loss)
+            if job.bar is not None:
+                job.bar.update(event.step - job.bar.n)
+        elif isinstance(event, PreviewEvent):
+            if job.abandon.is_set() or job.target not in self.viewer.layers:
+                return
+            self.show_result(job.target, event.result, region=event.region)
+            entry = {"time": time.perf_counter(), "step": event.step,
+                     "annotated": event.annotated, "seconds": event.seconds,
+                     "region": event.region}
+            dice = self._score(event.result, event.region)
+            if dice is not None:
+                entry["dice"] = dice
+                self.curve.add_dice(event.step, dice)
+            self.previews.append(entry)
         elif isinstance(event, PredictEvent):
             self.progress.value = int(100 * event.done / event.total)
             self.status.value = f"predicting {event.done}/{event.total} tiles"
 
+    def _score(self, prediction, region=None) -> float | None:
+        """Mean Dice of a multi-class prediction against the ground-truth layer, if chosen."""
+        truth = self.ground_truth.value
+        if truth is None or prediction.task != "multiclass" or prediction.labels is None:
+            return None
+        data = np.asarray(truth.data)
+        if data.shape[-3:] != self._job_shape():
+            return None
+        reference = data if region is None else data[tuple(region)]
+        scores = dice_per_class(prediction.labels, reference)
+        return float(np.mean(list(scores.values()))) if scores else None
+
+    def _job_shape(self):
+        target = self._job.target if self._job is not None else self.image_choice.value
+        return None if target is None else tuple(target.data.shape[-3:])
+
     def _on_returned(self, value) -> None:
+        job = self._job
         result, prediction = value
         if result is not None:
             if result.warning:
                 show_warning(f"{result.warning}; kept the best model so far (step "
                              f"{result.best_step})")
             self.model = result.model
+            self._resume = result.resume
             self.model_info.value = (f"trained {result.steps} steps, best loss "
                                      f"{result.best_loss:.4f}")
-        if prediction.output is None:
+        if job is not None and job.abandon.is_set():
+            self.status.value = "stopped: a layer it used was removed; the model is kept"
+            return
+        if prediction is None or prediction.output is None:
             self.status.value = "prediction cancelled"
             return
-        self.show_result(self._target, prediction)
-        self.status.value = ("stopped; " if result is not None and result.stopped else "") + \
+        if job.target not in self.viewer.layers:
+            return
+        self.show_result(job.target, prediction)
+        text = ("stopped; " if result is not None and result.stopped else "") + \
             "prediction updated"
+        dice = self._score(prediction)
+        if dice is not None:
+            text += f"; mean Dice vs {self.ground_truth.value.name}: {dice:.3f}"
+            if result is not None:
+                self.curve.add_dice(result.steps, dice)
+        self.status.value = text
 
     def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, VoxSegError):
@@ -438,50 +839,79 @@ class VoxSegWidget(Container):
                                "unchanged, please report this with the steps that led to it")
 
     def _on_finished(self) -> None:
+        if self._job is not None:
+            self._end_job(self._job)
         self._worker = None
-        self._target = None
-        self.train_button.enabled = self.predict_button.enabled = True
-        self.load_button.enabled = True
-        self.stop_button.enabled = False
+        self._set_running(False)
 
-    def show_result(self, image_layer, prediction) -> list:
+    def show_result(self, image_layer, prediction, region=None) -> list:
         """Show a PredictResult: one Labels layer '<image> prediction' (multi-class), one per
         class '<image> prediction: <class>' (multi-label, 1 = absent, 2 = present) or an Image
-        layer '<image> prediction' (regression). Returns the layers."""
+        layer '<image> prediction' (regression). ``region``: the result covers only this block
+        (a live preview), written into the layers in place. Returns the layers."""
         if prediction.task == "regression":
-            return [self.show_prediction(image_layer, prediction.values, kind="image")]
+            return [self.show_prediction(image_layer, prediction.values, kind="image",
+                                         region=region)]
         if prediction.task == "multilabel":
             names = [c.get("name", f"class {i + 1}")
-                     for i, c in enumerate(self.model.config["classes"])]
+                     for i, c in enumerate(self._classes(prediction))]
             layers = []
             for i, (name, labels) in enumerate(zip(names, prediction.labels)):
-                layer = self.show_prediction(image_layer, labels, suffix=f": {name}")
+                layer = self.show_prediction(image_layer, labels, suffix=f": {name}",
+                                             region=region)
                 layer.colormap = multilabel_colormap(i, True)
                 layers.append(layer)
             return layers
-        return [self.show_prediction(image_layer, prediction.labels)]
+        return [self.show_prediction(image_layer, prediction.labels, region=region)]
+
+    def _protected(self, layer) -> bool:
+        """Whether ``layer`` is one the user paints or compares with (so results never go in)."""
+        chosen = [self.labels_choice.value, self.mask_choice.value, self.target_choice.value,
+                  self.boundary_choice.value, self.ground_truth.value,
+                  *(self.multi_labels.value or [])]
+        if self._job is not None:
+            chosen += self._job.layers
+        return any(layer is other for other in chosen)
+
+    def _classes(self, prediction) -> list[dict]:
+        config = self.model.config if self.model is not None else {}
+        classes = config.get("classes", [])
+        count = len(prediction.labels)
+        if len(classes) != count and self._job is not None:  # a preview before any model
+            names = self._job.class_names or []
+            classes = [{"name": n} for n in names][:count]
+        return classes + [{"name": f"class {i + 1}"} for i in range(len(classes), count)]
 
     def show_prediction(self, image_layer, data: np.ndarray, *, kind: str = "labels",
-                        suffix: str = ""):
+                        suffix: str = "", region=None):
         """Show ``data`` as the layer '<image> prediction<suffix>', updated in place if a layer
         of that name, kind and shape is there (so its place in the layer list and its display
-        settings stay), else added with the image's scale and translation."""
+        settings stay), else added with the image's scale and translation. ``region``: ``data``
+        is that block of the volume only; the rest of the layer stays (0 in a new one)."""
         name = f"{image_layer.name} prediction{suffix}"
+        if name in self.viewer.layers and self._protected(self.viewer.layers[name]):
+            # A prediction the user is now correcting as annotations is theirs: never written.
+            name = f"{image_layer.name} prediction (new){suffix}"
         scale, translate = _spatial(image_layer)
         cls = napari.layers.Labels if kind == "labels" else napari.layers.Image
+        shape = data.shape if region is None else tuple(image_layer.data.shape[-3:])
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            if type(layer) is cls and layer.data.shape == data.shape \
+            if type(layer) is cls and layer.data.shape == shape \
                     and layer.data.dtype == data.dtype:
-                layer.data[...] = data
+                layer.data[(...,) if region is None else tuple(region)] = data
                 if kind == "image":
-                    layer.reset_contrast_limits()
+                    layer.contrast_limits = _limits(layer.data)
                 layer.refresh()
                 return layer
             self.viewer.layers.remove(layer)
+        if region is not None:
+            block, data = data, np.zeros(shape, dtype=data.dtype)
+            data[tuple(region)] = block
         if kind == "image":
             return self.viewer.add_image(data, name=name, scale=scale, translate=translate,
-                                         colormap="viridis", blending="additive", opacity=0.7)
+                                         colormap="viridis", blending="additive", opacity=0.7,
+                                         contrast_limits=_limits(data))
         return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
                                       opacity=0.5)
 
@@ -508,6 +938,8 @@ class VoxSegWidget(Container):
             self._notify_error(str(exc))
             return None
         self.model = model
+        self._resume = None  # Continue goes on with a run of this session, not a file's
+        self._set_running(False)
         names = ", ".join(c.get("name", "?") for c in model.config["classes"])
         task = model.config.get("task", "multiclass")
         self.model_info.value = f"{Path(path).name} ({task}): {names}"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import platform
 import time
@@ -24,6 +25,7 @@ from .. import __version__
 from .data import DEFAULT_PERCENTILES, check_image, check_labels, class_weights, normalize
 from .device import resolve_device
 from .errors import VoxSegError
+from .infer import iter_blend, run_to_end
 from .losses import LOSSES, build_loss, check_task, resolve_loss, short_name
 from .models import architecture_from, build_model
 from .sampling import PatchSampler
@@ -33,6 +35,8 @@ FORMAT = "napari-voxseg-model"
 FORMAT_VERSION = 1
 # After this many non-finite losses in a row, training stops instead of skipping steps.
 MAX_BAD_STEPS = 10
+# Fine-tuning a trained model on new strokes starts from this fraction of the learning rate.
+FINE_TUNE_LR_FACTOR = 0.1
 
 
 @dataclass
@@ -113,6 +117,41 @@ class TrainEvent:
 
 
 @dataclass
+class PreviewEvent:
+    """A prediction of part of the volume by the network as it is at ``step`` (live preview).
+
+    ``region``: three slices (Z, Y, X) of the volume; ``result``: a PredictResult of the
+    region's shape (labels, per-class labels or values by task)."""
+
+    step: int
+    total: int
+    region: tuple[slice, slice, slice]
+    result: object
+    annotated: int
+    elapsed: float
+    seconds: float  # how long the preview took
+
+
+@dataclass
+class ResumeState:
+    """Where a stopped run was, to continue it exactly (``iter_train(..., resume=state)``)."""
+
+    config: TrainConfig
+    step: int  # steps of config.iterations done
+    model_state: dict  # the weights after the last step (the result's model holds the best)
+    optimizer_state: dict
+    sampler_state: dict
+    smoothed: float | None
+    best_state: dict | None
+    best_loss: float
+    best_step: int
+    previous_steps: int
+    history: list
+    old_history: list
+    skipped: int
+
+
+@dataclass
 class TrainResult:
     model: torch.nn.Module  # the best model seen, in eval mode, with .config
     history: list[tuple[int, float]]  # (step, loss)
@@ -124,6 +163,7 @@ class TrainResult:
     skipped_steps: int = 0
     extra: dict = field(default_factory=dict)
     warning: str = ""  # why training stopped early by itself (e.g. repeated NaN losses)
+    resume: ResumeState | None = None  # set when stopped by should_stop: continue from here
 
 
 def _versions() -> dict:
@@ -142,8 +182,9 @@ def _loss_record(cfg: TrainConfig) -> dict:
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
-    """Linear warm-up over the first 5% of steps, then cosine decay to 5% of the base rate."""
-    warmup = max(1, total // 20)
+    """Linear warm-up over the first 5% of steps (at most 100, so that a run meant to go on
+    until stopped learns at once), then cosine decay to 5% of the base rate."""
+    warmup = max(1, min(total // 20, 100))
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -161,7 +202,11 @@ def iter_train(
     get_labels: Callable[[], np.ndarray | None] | None = None,
     mask=None,
     boundary_reference=None,
-) -> Generator[TrainEvent, None, TrainResult]:
+    preview_region: Callable[[], Sequence[slice] | None] | None = None,
+    preview_every: float = 5.0,
+    preview_now: Callable[[], bool] | None = None,
+    resume: ResumeState | None = None,
+) -> Generator[TrainEvent | PreviewEvent, None, TrainResult]:
     """Train a network on strokes; yield a :class:`TrainEvent` per step; return a TrainResult.
 
     ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``. ``labels`` depends on ``config.task``:
@@ -173,7 +218,27 @@ def iter_train(
     regression: a newer mask); it returns None when unchanged. ``boundary_reference``: labels
     (e.g. a prediction) that the ``boundary_ce`` weight map is computed from instead of the
     strokes. Bad input raises :class:`VoxSegError` before any work.
+
+    Live preview: every ``preview_every`` seconds, ``preview_region()`` is asked which block
+    (three slices, Z, Y, X) to predict with the network as it is, and a :class:`PreviewEvent`
+    is yielded with the result; None skips that preview. ``preview_now()``, polled every step,
+    makes a preview due at once when true (e.g. the user asked for one). Newer strokes are
+    fetched first, so a preview always follows the strokes painted before it.
+
+    ``resume``: the ``resume`` of a stopped run's TrainResult, with ``model`` its model:
+    continue that run where it stopped (its config, schedule, optimizer and patch sequence).
     """
+    if resume is not None:
+        if model is None:
+            raise VoxSegError("to continue a run, pass the model it returned as well")
+        config = resume.config
+    elif model is not None:  # fine-tune: the model's network and intensity normalization
+        arch = model.config["architecture"]
+        norm = model.config.get("normalization", {})
+        config = dataclasses.replace(
+            config or TrainConfig(), depth=arch["depth"], base_channels=arch["base_channels"],
+            percentiles=(norm.get("low", DEFAULT_PERCENTILES[0]),
+                         norm.get("high", DEFAULT_PERCENTILES[1])))
     cfg = (config or TrainConfig()).checked()
     task = cfg.task
     if model is not None:
@@ -184,6 +249,13 @@ def iter_train(
     channels = model.config["architecture"]["in_channels"] if model is not None else None
     image = check_image(image, channels=channels)
     known_classes = model.config["architecture"]["num_classes"] if model is not None else None
+    if known_classes is not None and task == "multiclass" and not cfg.num_classes:
+        strokes = np.asarray(labels)
+        top = int(strokes.max()) if strokes.dtype.kind in "iu" and strokes.size else 0
+        if top > known_classes:
+            raise VoxSegError(f"the strokes use class {top} but the model being trained further "
+                              f"has {known_classes} classes; erase the strokes of classes above "
+                              f"{known_classes}, or train a new model")
     target = prepare_target(task, labels, image.shape[1:], mask=mask,
                             num_classes=cfg.num_classes or known_classes, names=cfg.class_names)
     num_classes = target.num_outputs
@@ -218,6 +290,8 @@ def iter_train(
     else:
         arch = dict(model.config["architecture"])
         previous_steps = int(model.config.get("training", {}).get("steps_done", 0))
+    old_history = model.config.get("training", {}).get("history", []) \
+        if hasattr(model, "config") else []
     names = list(cfg.class_names or [])[:num_classes]
     if task == "regression":
         names = names or ["value"]
@@ -239,14 +313,48 @@ def iter_train(
     history: list[tuple[int, float]] = []
     best_state, best_loss, best_step = None, math.inf, -1
     smoothed, bad_in_a_row, skipped, stopped, warning = None, 0, 0, False, ""
+    first = 0
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        optimizer.load_state_dict(resume.optimizer_state)
+        sampler.rng.bit_generator.state = resume.sampler_state
+        first, previous_steps, old_history = resume.step, resume.previous_steps, \
+            resume.old_history
+        history, smoothed, skipped = list(resume.history), resume.smoothed, resume.skipped
+        best_state, best_loss, best_step = resume.best_state, resume.best_loss, resume.best_step
     start = time.perf_counter()
-    step = 0
+    last_preview = start
+    step = first
+
+    def preview(step):
+        """Predict the region asked for with the network as it is now."""
+        region = preview_region()
+        if region is None:
+            return None
+        region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, image.shape[1:]))
+        began = time.perf_counter()
+        result = run_to_end(iter_blend(
+            model, normalized, task=task, depth=arch["depth"], patch_size=cfg.patch_size,
+            target_scale=None if target.scale is None else {"mean": target.scale[0],
+                                                            "std": target.scale[1]},
+            region=region, overlap=0.25, batch_size=cfg.batch_size, should_stop=should_stop))
+        model.train()
+        if result.cancelled:
+            return None
+        now = time.perf_counter()
+        return PreviewEvent(step=step, total=cfg.iterations, region=tuple(region),
+                            result=result, annotated=sampler.annotated,
+                            elapsed=now - start, seconds=now - began)
+
     try:
-        for step in range(cfg.iterations):
+        for step in range(first, cfg.iterations):
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            if get_labels is not None and step % 10 == 0:
+            due = preview_region is not None and step > first and (
+                time.perf_counter() - last_preview >= preview_every
+                or (preview_now is not None and preview_now()))
+            if get_labels is not None and (step % 10 == 0 or due):
                 fresh = get_labels()
                 if fresh is not None:
                     # For regression the hook returns a new mask for the same target.
@@ -260,6 +368,11 @@ def iter_train(
                         boundary = boundary_map(target.data)  # the strokes' boundaries moved
                     sampler.update_labels(target.data, strata=target.strata,
                                           voxel_weights=boundary)
+            if due:
+                event = preview(step)
+                last_preview = time.perf_counter()
+                if event is not None:
+                    yield event
             lr = _lr_at(step, cfg.iterations, cfg.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -306,13 +419,21 @@ def iter_train(
             torch.set_num_threads(old_threads)
 
     steps_done = step
+    resume_state = None
+    if stopped and not warning:
+        resume_state = ResumeState(
+            config=cfg, step=steps_done, optimizer_state=copy.deepcopy(optimizer.state_dict()),
+            model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+            sampler_state=copy.deepcopy(sampler.rng.bit_generator.state), smoothed=smoothed,
+            best_state=best_state, best_loss=best_loss, best_step=best_step,
+            previous_steps=previous_steps, history=list(history), old_history=old_history,
+            skipped=skipped)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         best_loss = smoothed if smoothed is not None else math.nan
         best_step = steps_done
     model.eval()
-    old_training = model.config.get("training", {}) if hasattr(model, "config") else {}
     model.config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -333,7 +454,7 @@ def iter_train(
             "steps_done": previous_steps + steps_done,
             "best_step": previous_steps + best_step,
             "best_loss": None if not math.isfinite(best_loss) else float(best_loss),
-            "history": old_training.get("history", []) + [list(h) for h in history[:: max(
+            "history": old_history + [list(h) for h in history[:: max(
                 1, len(history) // 200)]],
             "device": str(device),
         },
@@ -342,16 +463,7 @@ def iter_train(
     return TrainResult(model=model, history=history, stopped=stopped, steps=steps_done,
                        best_step=best_step, best_loss=best_loss,
                        elapsed=time.perf_counter() - start, skipped_steps=skipped,
-                       warning=warning)
-
-
-def run_to_end(generator: Generator):
-    """Exhaust a generator and return its return value."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as stop:
-            return stop.value
+                       warning=warning, resume=resume_state)
 
 
 def train(image, labels, config: TrainConfig | None = None, **kwargs) -> TrainResult:

@@ -1,0 +1,159 @@
+"""The core behind interactive training, without napari: live previews, strokes arriving
+while training runs, continuing a stopped run exactly, fine-tuning, region prediction."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_voxseg.core import (
+    TrainConfig,
+    VoxSegError,
+    iter_predict,
+    iter_train,
+    predict,
+    run_to_end,
+    train,
+)
+from napari_voxseg.core.infer import context_crop
+from napari_voxseg.core.train import PreviewEvent, TrainEvent, _lr_at
+
+FAST = dict(iterations=24, batch_size=1, patch_size=(8, 16, 16), base_channels=4, depth=2,
+            num_threads=1)
+
+
+def run(gen):
+    """Exhaust a training generator; return (events, previews, result)."""
+    events, previews = [], []
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return events, previews, stop.value
+        (previews if isinstance(event, PreviewEvent) else events).append(event)
+
+
+def test_a_stopped_run_continues_exactly_where_it_stopped(small_volume):
+    image, _, strokes = small_volume
+    config = TrainConfig(**FAST, seed=5)
+    whole = train(image, strokes, config)
+
+    steps = []
+
+    def stop_after_nine():
+        steps.append(1)
+        return len(steps) > 9  # read before each step
+
+    _, _, part = run(iter_train(image, strokes, config, should_stop=stop_after_nine))
+    assert part.stopped and part.steps == 9 and part.resume.step == 9
+    assert part.model.config["training"]["steps_done"] == 9
+
+    events, _, rest = run(iter_train(image, strokes, model=part.model, resume=part.resume))
+    assert [e.step for e in events] == list(range(10, 25))
+    assert rest.steps == 24 and not rest.stopped and rest.resume is None
+    assert rest.model.config["training"]["steps_done"] == 24
+    # Same patches, same optimizer state, same schedule: the same losses and weights.
+    np.testing.assert_allclose([v for _, v in rest.history], [v for _, v in whole.history],
+                               rtol=1e-5, atol=1e-7)
+    for key, value in whole.model.state_dict().items():
+        torch.testing.assert_close(rest.model.state_dict()[key], value)
+
+
+def test_continue_needs_the_model(small_volume):
+    image, _, strokes = small_volume
+    config = TrainConfig(**FAST)
+    calls = []
+    _, _, part = run(iter_train(image, strokes, config,
+                                should_stop=lambda: len(calls) > 3 or calls.append(1)))
+    with pytest.raises(VoxSegError, match="pass the model"):
+        run(iter_train(image, strokes, resume=part.resume))
+
+
+def test_previews_predict_the_region_asked_for(small_volume):
+    image, _, strokes = small_volume
+    region = (slice(6, 9), slice(0, 32), slice(4, 20))
+    asked = []
+    config = TrainConfig(**{**FAST, "iterations": 12})
+
+    def where():
+        asked.append(1)
+        return region if len(asked) != 2 else None  # None: skip that preview
+
+    events, previews, result = run(iter_train(image, strokes, config, preview_region=where,
+                                              preview_every=0))
+    assert len(asked) == 11 and len(previews) == 10  # before every step but the first
+    for p in previews:
+        assert p.region == region and p.result.labels.shape == (3, 32, 16)
+        assert set(np.unique(p.result.labels)) <= {1, 2}
+    # The public API predicts a region the same way.
+    assert predict(result.model, image, region=region).shape == (3, 32, 16)
+
+
+def test_preview_now_forces_one_and_full_slices_are_made_concrete(small_volume):
+    image, _, strokes = small_volume
+    flags = iter([False, False, True] + [False] * 20)
+    _, previews, _ = run(iter_train(image, strokes, TrainConfig(**{**FAST, "iterations": 8}),
+                                    preview_region=lambda: (slice(None),) * 3,
+                                    preview_every=1e9, preview_now=lambda: next(flags)))
+    assert len(previews) == 1
+    assert previews[0].region == (slice(0, 16), slice(0, 32), slice(0, 32))
+
+
+def test_strokes_painted_while_training_join_before_the_next_preview(small_volume):
+    image, _, strokes = small_volume
+    more = strokes.copy()
+    more[12, 2:30, 2] = 1
+    mailbox = [None]
+
+    def get_labels():
+        value, mailbox[0] = mailbox[0], None
+        return value
+
+    gen = iter_train(image, strokes, TrainConfig(**{**FAST, "iterations": 30}),
+                     get_labels=get_labels, preview_region=lambda: (slice(12, 13),) + (
+                         slice(None),) * 2, preview_every=0)
+    first = next(gen)
+    assert isinstance(first, TrainEvent) and first.annotated == (strokes > 0).sum()
+    mailbox[0] = more  # painted now; the very next preview must have trained on it
+    event = next(gen)
+    assert isinstance(event, PreviewEvent) and event.annotated == (more > 0).sum()
+    gen.close()
+
+
+def test_fine_tune_keeps_the_models_network_and_normalization(small_volume):
+    image, _, strokes = small_volume
+    config = TrainConfig(**{**FAST, "iterations": 6, "percentiles": (2.0, 98.0)})
+    first = train(image, strokes, config).model
+    # The default config says depth 3 and base 8; the model's depth 2, base 4 win.
+    tuned = train(image, strokes, TrainConfig(iterations=4, batch_size=1,
+                                              patch_size=(8, 16, 16), learning_rate=3e-4,
+                                              num_threads=1), model=first).model
+    assert tuned.config["architecture"] == first.config["architecture"]
+    assert tuned.config["normalization"] == first.config["normalization"]
+    assert tuned.config["training"]["steps_done"] == 10
+    assert len(tuned.config["training"]["history"]) == 10
+
+
+def test_warm_up_is_short_for_runs_meant_to_be_stopped():
+    assert _lr_at(99, 1_000_000, 1.0) == pytest.approx(1.0, rel=1e-3)
+    assert _lr_at(0, 300, 1.0) == pytest.approx(1 / 15)  # 5% of a short run
+
+
+def test_region_prediction(small_volume):
+    image, _, strokes = small_volume
+    model = train(image, strokes, TrainConfig(**{**FAST, "iterations": 4})).model
+    full = predict(model, image)
+    # The whole volume as a region is the whole prediction.
+    np.testing.assert_array_equal(predict(model, image, region=(slice(None),) * 3), full)
+    # A block gives labels of the block's shape; an empty one is refused.
+    block = predict(model, image, region=(slice(4, 12), slice(0, 32), slice(0, 32)))
+    assert block.shape == (8, 32, 32)
+    gen = iter_predict(model, image, region=(slice(3, 3), slice(None), slice(None)))
+    with pytest.raises(VoxSegError, match="empty"):
+        run_to_end(gen)
+
+
+def test_context_crop_widens_within_the_volume():
+    crop, inner = context_crop((slice(10, 11), slice(0, 100), slice(90, 100)), (40, 100, 100),
+                               (16, 32, 32))
+    assert crop == (slice(2, 18), slice(0, 100), slice(68, 100))
+    assert inner == (slice(8, 9), slice(0, 100), slice(22, 32))
