@@ -14,7 +14,7 @@ from napari_voxseg.core import (
     run_to_end,
     train,
 )
-from napari_voxseg.core.infer import context_crop
+from napari_voxseg.core.infer import TileGrid
 from napari_voxseg.core.train import PreviewEvent, TrainEvent, _lr_at
 
 FAST = dict(iterations=24, batch_size=1, patch_size=(8, 16, 16), base_channels=4, depth=2,
@@ -144,16 +144,20 @@ def test_region_prediction(small_volume):
     full = predict(model, image)
     # The whole volume as a region is the whole prediction.
     np.testing.assert_array_equal(predict(model, image, region=(slice(None),) * 3), full)
-    # A block gives labels of the block's shape; an empty one is refused.
-    block = predict(model, image, region=(slice(4, 12), slice(0, 32), slice(0, 32)))
-    assert block.shape == (8, 32, 32)
+    # A block is that block of the whole prediction (the tiles of one grid); an empty one is
+    # refused.
+    block = (slice(4, 12), slice(3, 30), slice(0, 32))
+    np.testing.assert_array_equal(predict(model, image, region=block), full[block])
     gen = iter_predict(model, image, region=(slice(3, 3), slice(None), slice(None)))
     with pytest.raises(VoxSegError, match="empty"):
         run_to_end(gen)
 
 
-def test_context_crop_widens_within_the_volume():
-    crop, inner = context_crop((slice(10, 11), slice(0, 100), slice(90, 100)), (40, 100, 100),
-                               (16, 32, 32))
-    assert crop == (slice(2, 18), slice(0, 100), slice(68, 100))
-    assert inner == (slice(8, 9), slice(0, 100), slice(22, 32))
+def test_tiles_meeting_a_region_come_from_the_one_grid():
+    grid = TileGrid.of((40, 100, 100), (16, 32, 32), depth=2, overlap=0.5)
+    assert grid.starts[0] == (0, 8, 16, 24)
+    corners = grid.tiles_meeting((slice(10, 11), slice(0, 100), slice(90, 100)))
+    assert {c[0] for c in corners} == {0, 8} and {c[2] for c in corners} == {68}
+    # A volume smaller than a tile gets one tile, shrunk to the network's multiple.
+    small = TileGrid.of((5, 20, 20), (16, 32, 32), depth=3, overlap=0.5)
+    assert small.patch == (8, 20, 20) and small.count() == 1

@@ -240,11 +240,15 @@ def percentiles(image: np.ndarray, low: float, high: float) -> np.ndarray:
 def normalize(image: np.ndarray, low: float = DEFAULT_PERCENTILES[0],
               high: float = DEFAULT_PERCENTILES[1]) -> np.ndarray:
     """Map each channel of a float32 ``(C, Z, Y, X)`` image so its percentiles go to 0 and 1."""
-    bounds = percentiles(image, low, high)
-    out = np.empty(image.shape, dtype=np.float32)
-    for c in range(image.shape[0]):
-        lo, hi = bounds[c]
+    return normalize_with(image, percentiles(image, low, high))
+
+
+def normalize_with(block: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Map each channel of a ``(C, Z, Y, X)`` block so that ``bounds[c]`` (low, high) go to 0
+    and 1 (bounds from :func:`percentiles`, perhaps of a larger volume)."""
+    out = np.empty(block.shape, dtype=np.float32)
+    for c, (lo, hi) in enumerate(bounds):
         scale = hi - lo if hi > lo else 1.0
-        np.subtract(image[c], np.float32(lo), out=out[c])
+        np.subtract(block[c].astype(np.float32, copy=False), np.float32(lo), out=out[c])
         out[c] *= np.float32(1.0 / scale)
     return out

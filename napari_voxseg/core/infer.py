@@ -1,8 +1,11 @@
 """Sliding-window prediction with Gaussian blending.
 
-Tiles of the training patch size overlap by ``overlap``; each tile's softmax is weighted by a
-Gaussian importance map (high in the middle, low at the edges) and the weighted sum is divided by
-the summed weights, so neighbouring tiles fade into each other without seams.
+Tiles of the training patch size lie on one grid over the whole volume, overlapping by
+``overlap``; each tile's softmax is weighted by a Gaussian importance map (high in the middle,
+low at the edges) and the weighted sum is divided by the summed weights, so neighbouring tiles
+fade into each other without seams. Any block of the volume (a live preview's region, or one
+block of a volume larger than memory) is predicted from the tiles of that same grid that meet
+it, so predicting a volume block by block gives exactly what predicting it whole gives.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import check_image, normalize
+from .data import check_image, normalize, normalize_with, percentiles
 from .device import resolve_device
 from .errors import VoxSegError
-from .sampling import pad_to
 
 
 def run_to_end(generator: Generator):
@@ -43,7 +45,10 @@ class PredictResult:
     multiclass: ``labels`` (Z, Y, X) 1..K. multilabel: ``labels`` (K, Z, Y, X), per class 1 =
     absent, 2 = present (the annotation values, so a prediction can be edited and trained on).
     regression: ``values`` (Z, Y, X) float32 in the target's units. ``probabilities``: softmax
-    or sigmoid (K, Z, Y, X) float32, when asked for. All None when cancelled.
+    or sigmoid (K, Z, Y, X) float32, when asked for. ``uncertainty``: (Z, Y, X) float32 in
+    [0, 1], the entropy of the probabilities divided by its largest possible value (for
+    multi-label, the mean over classes of the binary entropy), when asked for. All None when
+    cancelled.
     """
 
     labels: np.ndarray | None
@@ -51,6 +56,7 @@ class PredictResult:
     cancelled: bool = False
     values: np.ndarray | None = None
     task: str = "multiclass"
+    uncertainty: np.ndarray | None = None
 
     @property
     def output(self) -> np.ndarray | None:
@@ -82,25 +88,51 @@ def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
     return sorted({int(round(s)) for s in np.linspace(0, size - patch, count)})
 
 
-def context_crop(region: Sequence[slice], shape: Sequence[int], patch: Sequence[int]
-                 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """The block to predict so that ``region`` gets context from around it.
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles lie: ``patch`` (the tile size, shrunk to fit a small volume) and the
+    tile starts along each axis of the volume (padded at its end to at least one tile)."""
 
-    Each axis of the region is widened by a quarter tile on both sides, and to at least one
-    tile, within the volume. Returns ``(crop, inner)``: the block, and where the region lies
-    inside it.
-    """
-    crop, inner = [], []
-    for r, size, p in zip(region, shape, patch):
-        start, stop, _ = r.indices(size)
-        if stop <= start:
-            raise VoxSegError(f"the region {tuple(region)} is empty in a volume of shape "
-                              f"{tuple(shape)}")
-        length = min(size, max(stop - start + 2 * (p // 4), p))
-        lo = min(max(0, (start + stop - length) // 2), size - length)
-        crop.append(slice(lo, lo + length))
-        inner.append(slice(start - lo, stop - lo))
-    return tuple(crop), tuple(inner)
+    shape: tuple[int, int, int]  # the volume's spatial shape
+    patch: tuple[int, int, int]
+    starts: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+    @classmethod
+    def of(cls, shape: Sequence[int], patch_size: Sequence[int], depth: int, overlap: float):
+        if not 0 <= overlap < 1:
+            raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
+        divisor = 2 ** (depth - 1)
+        patch = tuple(max(divisor, min(int(p), -(-int(s) // divisor) * divisor))
+                      for p, s in zip(patch_size, shape))
+        starts = tuple(tuple(tile_starts(max(int(s), p), p, overlap))
+                       for s, p in zip(shape, patch))
+        return cls(tuple(int(s) for s in shape), patch, starts)
+
+    def tiles_meeting(self, region: Sequence[slice]) -> list[tuple[int, int, int]]:
+        """The corners of the tiles that overlap ``region``, in raster order."""
+        per_axis = [[s for s in starts if s < r.stop and s + p > r.start]
+                    for starts, r, p in zip(self.starts, region, self.patch)]
+        return [(z, y, x) for z in per_axis[0] for y in per_axis[1] for x in per_axis[2]]
+
+    def count(self) -> int:
+        return math.prod(len(s) for s in self.starts)
+
+
+def concrete(region: Sequence[slice] | None, shape: Sequence[int]) -> tuple[slice, ...]:
+    """``region`` with its bounds filled in and checked (None: the whole volume)."""
+    if region is None:
+        return tuple(slice(0, int(n)) for n in shape)
+    region = tuple(region)
+    if len(region) != 3 or not all(isinstance(r, slice) for r in region):
+        raise VoxSegError(f"region {region!r} must be three slices (Z, Y, X)")
+    out = []
+    for r, n in zip(region, shape):
+        start, stop, step = r.indices(int(n))
+        if step != 1 or stop <= start:
+            raise VoxSegError(f"the region {region} is empty or strided in a volume of shape "
+                              f"{tuple(shape)}; give slices with start < stop and no step")
+        out.append(slice(start, stop))
+    return tuple(out)
 
 
 def iter_predict(
@@ -108,9 +140,10 @@ def iter_predict(
     image,
     *,
     overlap: float = 0.5,
-    batch_size: int = 2,
+    batch_size: int = 4,
     device: str | torch.device | None = None,
     probabilities: bool = False,
+    uncertainty: bool = False,
     should_stop: Callable[[], bool] | None = None,
     tile_size: Sequence[int] | None = None,
     region: Sequence[slice] | None = None,
@@ -119,27 +152,25 @@ def iter_predict(
 
     ``image`` is ``(Z, Y, X)`` or ``(C, Z, Y, X)``. Returns a :class:`PredictResult`; for the
     default multi-class task, labels 1..K (uint8) of the image's spatial shape. ``region``
-    (three slices, Z, Y, X): predict only that block (with context around it) and return
-    results of the block's shape.
+    (three slices, Z, Y, X): predict only that block, from the tiles that meet it, and return
+    results of the block's shape (equal to that block of the whole prediction).
     """
     config = model.config
     arch = config["architecture"]
     image = check_image(image, channels=arch["in_channels"])
-    if not 0 <= overlap < 1:
-        raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
     norm = config["normalization"]
     volume = normalize(image, norm["low"], norm["high"])
     result = yield from iter_blend(
         model, volume, task=config.get("task", "multiclass"), depth=arch["depth"],
         patch_size=tile_size or config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=overlap, batch_size=batch_size, device=device,
-        probabilities=probabilities, should_stop=should_stop)
+        probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop)
     return result
 
 
 def iter_blend(
     model: torch.nn.Module,
-    volume: np.ndarray,
+    volume,
     *,
     task: str,
     depth: int,
@@ -147,61 +178,88 @@ def iter_blend(
     target_scale: dict | None = None,
     region: Sequence[slice] | None = None,
     overlap: float = 0.5,
-    batch_size: int = 2,
+    batch_size: int = 4,
     device: str | torch.device | None = None,
     probabilities: bool = False,
+    uncertainty: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    pad_value: float | None = None,
+    read: Callable[[tuple[slice, ...]], np.ndarray] | None = None,
+    spatial_shape: Sequence[int] | None = None,
 ) -> Generator[PredictEvent, None, PredictResult]:
     """The sliding window over an already normalized ``(C, Z, Y, X)`` volume; see
-    :func:`iter_predict`. Training calls it for its live previews with the model as it is."""
-    if probabilities and task == "regression":
-        raise VoxSegError("a regression model predicts values, not probabilities; leave out "
-                          "the probabilities output")
-    inner = None
-    if region is not None:
-        if len(tuple(region)) != 3:
-            raise VoxSegError(f"region {region!r} must be three slices (Z, Y, X)")
-        crop, inner = context_crop(region, volume.shape[1:], patch_size)
-        volume = volume[(slice(None), *crop)]
-    spatial = volume.shape[1:]
-    divisor = 2 ** (depth - 1)
-    # A volume smaller than a tile is padded; a tile larger than the volume is shrunk to fit.
-    patch = tuple(max(divisor, min(int(p), -(-s // divisor) * divisor))
-                  for p, s in zip(patch_size, spatial))
-    padded = pad_to(volume, patch, value=float(volume.min()))
-    shape = padded.shape[1:]
-    corners = [(z, y, x) for z in tile_starts(shape[0], patch[0], overlap)
-               for y in tile_starts(shape[1], patch[1], overlap)
-               for x in tile_starts(shape[2], patch[2], overlap)]
+    :func:`iter_predict`. Training calls it for its live previews with the model as it is.
+
+    For volumes not in memory, give ``read(spatial_slices) -> normalized (C, z, y, x)`` and
+    ``spatial_shape`` instead of ``volume`` (None), and the ``pad_value`` (the normalized
+    minimum) that pads a volume smaller than a tile.
+    """
+    if (probabilities or uncertainty) and task == "regression":
+        raise VoxSegError("a regression model predicts values, not probabilities or "
+                          "uncertainty; leave those outputs out")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise VoxSegError(f"batch size {batch_size!r} must be a whole number >= 1")
+    if read is None:
+        spatial_shape = volume.shape[1:]
+        pad_value = float(volume.min()) if pad_value is None else pad_value
+
+        def read(slices):
+            return volume[(slice(None), *slices)]
+    grid = TileGrid.of(spatial_shape, patch_size, depth, overlap)
+    region = concrete(region, spatial_shape)
+    corners = grid.tiles_meeting(region)
+    patch = grid.patch
+    # The input that those tiles cover, read once (padded where it passes the volume's end).
+    box = tuple(slice(min(c[a] for c in corners), max(c[a] for c in corners) + patch[a])
+                for a in range(3))
+    inside = tuple(slice(b.start, min(b.stop, n)) for b, n in zip(box, spatial_shape))
+    block = np.asarray(read(inside), dtype=np.float32)
+    want = tuple(b.stop - b.start for b in box)
+    if block.shape[1:] != want:
+        padded = np.full((block.shape[0], *want), pad_value, dtype=np.float32)
+        padded[(slice(None), *(slice(0, n) for n in block.shape[1:]))] = block
+        block = padded
+    source = torch.from_numpy(np.ascontiguousarray(block))
 
     device = next(model.parameters()).device if device is None else resolve_device(device)
     model.to(device).eval()
-    num_outputs = None
-    weight = torch.tensor(gaussian_importance(patch), device=device)
+    region_shape = tuple(r.stop - r.start for r in region)
+    window = torch.tensor(gaussian_importance(patch), device=device)
     scores = None
-    weights = torch.zeros(shape, dtype=torch.float32, device=device)
-    source = torch.from_numpy(np.ascontiguousarray(padded))
+    weights = torch.zeros(region_shape, dtype=torch.float32, device=device)
     use_amp = device.type == "cuda"
     with torch.inference_mode():
         for first in range(0, len(corners), batch_size):
             if should_stop is not None and should_stop():
                 return PredictResult(labels=None, cancelled=True, task=task)
             chunk = corners[first : first + batch_size]
-            slices = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in chunk]
-            x = torch.stack([source[(slice(None), *s)] for s in slices]).to(device)
+            # CPU convolutions of a batch of one take a path several times slower than a batch
+            # of two (PyTorch 2.x): a lone tile is run beside a copy of itself.
+            run = chunk + chunk[:1] if len(chunk) == 1 and device.type == "cpu" else chunk
+            x = torch.stack([source[(slice(None), *(slice(c - b.start, c - b.start + p)
+                                                     for c, b, p in zip(corner, box, patch)))]
+                             for corner in run]).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x)
             if scores is None:
-                num_outputs = logits.shape[1]
-                scores = torch.zeros((num_outputs, *shape), dtype=torch.float32, device=device)
-            probs = _activate(logits.float(), task) * weight
-            for s, p in zip(slices, probs):
-                scores[(slice(None), *s)] += p
-                weights[s] += weight
+                scores = torch.zeros((logits.shape[1], *region_shape), dtype=torch.float32,
+                                     device=device)
+            probs = _activate(logits[: len(chunk)].float(), task)
+            for corner, tile in zip(chunk, probs):
+                # The part of this tile inside the region, in tile and in region coordinates.
+                t_sl, r_sl = [], []
+                for c, r, p in zip(corner, region, patch):
+                    lo, hi = max(c, r.start), min(c + p, r.stop)
+                    t_sl.append(slice(lo - c, hi - c))
+                    r_sl.append(slice(lo - r.start, hi - r.start))
+                w = window[tuple(t_sl)]
+                scores[(slice(None), *r_sl)] += tile[(slice(None), *t_sl)] * w
+                weights[tuple(r_sl)] += w
             yield PredictEvent(done=min(first + batch_size, len(corners)), total=len(corners))
-    crop = tuple(slice(0, s) for s in spatial) if inner is None else inner
-    scores = scores[(slice(None), *crop)]
-    weights = weights[crop]
+    return _finish(scores, weights, task, target_scale, probabilities, uncertainty)
+
+
+def _finish(scores, weights, task, target_scale, probabilities, uncertainty) -> PredictResult:
     if task == "regression":
         scale = target_scale or {"mean": 0.0, "std": 1.0}
         values = scores[0] / weights * scale["std"] + scale["mean"]
@@ -212,10 +270,37 @@ def iter_blend(
         labels = (1 + (scores >= 0.5 * weights)).to(torch.uint8).cpu().numpy()
     else:
         labels = (scores.argmax(dim=0) + 1).to(torch.uint8).cpu().numpy()
-    probs_out = None
-    if probabilities:
-        probs_out = (scores / weights).cpu().numpy().astype(np.float32)
-    return PredictResult(labels=labels, probabilities=probs_out, task=task)
+    probs = scores / weights if probabilities or uncertainty else None
+    entropy = None
+    if uncertainty:
+        eps = 1e-7
+        p = probs.clamp(eps, 1 - eps)
+        if task == "multilabel":
+            h = -(p * p.log() + (1 - p) * (1 - p).log()).mean(dim=0) / math.log(2)
+        else:
+            h = -(p * p.log()).sum(dim=0) / math.log(max(2, p.shape[0]))
+        entropy = h.clamp(0, 1).cpu().numpy().astype(np.float32)
+    probs_out = probs.cpu().numpy().astype(np.float32) if probabilities else None
+    return PredictResult(labels=labels, probabilities=probs_out, task=task,
+                         uncertainty=entropy)
+
+
+def volume_bounds(source, low: float, high: float, *, max_voxels: int = 2**24
+                  ) -> tuple[np.ndarray, float]:
+    """How to normalize a ``(C, Z, Y, X)`` array that need not fit in memory (zarr, dask,
+    numpy): per-channel ``(low, high)`` percentiles, shape (C, 2), and the normalized minimum
+    (what pads a volume smaller than a tile). From the whole volume when it has at most
+    ``max_voxels`` voxels (then exactly as :func:`~.data.normalize`), else from an evenly
+    strided sample."""
+    shape = source.shape[1:]
+    stride = max(1, math.ceil((math.prod(shape) / max_voxels) ** (1 / 3)))
+    sample = np.asarray(source[(slice(None), *(slice(None, None, stride),) * 3)],
+                        dtype=np.float32)
+    if not np.isfinite(sample).all():
+        raise VoxSegError("the image has NaN or infinite values; replace them (e.g. with 0) "
+                          "before predicting")
+    bounds = percentiles(sample, low, high)
+    return bounds, float(normalize_with(sample, bounds).min())
 
 
 def _activate(outputs: torch.Tensor, task: str) -> torch.Tensor:

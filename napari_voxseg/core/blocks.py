@@ -1,0 +1,316 @@
+"""Prediction of volumes larger than memory: block by block, from a zarr/dask/numpy array into
+zarr stores, in this process or on a dask.distributed cluster.
+
+    gen = iter_predict_blocks(model, "scan.zarr", "labels.zarr", uncertainty="unc.zarr")
+    for event in gen: ...          # PredictEvent(done blocks, total blocks)
+
+Each block is predicted from the tiles of the one tile grid over the whole volume that meet it
+(see :mod:`.infer`), so the result equals predicting the volume whole, and memory holds one
+block (with a tile's margin) at a time, whatever the volume's size. Normalization uses
+percentiles of an evenly strided sample of the volume (the whole of it when it is small).
+The outputs are written into temporary stores beside the targets and renamed at the end: a
+crash or a cancel leaves no half-written store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import normalize_with
+from .errors import VoxSegError
+from .infer import PredictEvent, concrete, iter_blend, run_to_end, volume_bounds
+
+# A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
+# take about 16M voxels x 24 bytes = 400 MB.
+DEFAULT_BLOCK_VOXELS = 2**24
+
+
+class _WithChannel:
+    """A ``(Z, Y, X)`` lazy array seen as ``(1, Z, Y, X)``, reading only what is asked for."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = (1, *array.shape)
+        self.dtype = array.dtype
+
+    def __getitem__(self, key):
+        return np.asarray(self.array[key[1:]])[np.newaxis]
+
+
+def open_source(source):
+    """A ``(C, Z, Y, X)`` array-like over ``source``: a path to a .zarr store, a zarr or dask
+    array, or a numpy array, of 3 (Z, Y, X) or 4 (C, Z, Y, X) dimensions. Nothing is read."""
+    if isinstance(source, (str, os.PathLike)):
+        source = open_zarr(source)
+    shape = tuple(getattr(source, "shape", ()))
+    dtype = np.dtype(getattr(source, "dtype", np.float32))
+    if dtype.kind not in "biuf":
+        raise VoxSegError(f"the image has dtype {dtype}, not numbers; give a grey-level volume")
+    if len(shape) == 3:
+        source = _WithChannel(source)
+    elif len(shape) != 4:
+        raise VoxSegError(f"the image is {len(shape)}D {shape}; block-wise prediction takes "
+                          "(Z, Y, X) or (C, Z, Y, X)")
+    if 0 in source.shape:
+        raise VoxSegError(f"the image is empty (shape {tuple(source.shape)})")
+    return source
+
+
+def open_zarr(path):
+    """The array in a .zarr store (the first one, or level 0 of a multiscale group), lazily."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise VoxSegError(f"{path} does not exist; check the path")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises many kinds for a folder that is not a store
+        raise VoxSegError(f"{path} is not a readable zarr store ({type(exc).__name__}); give "
+                          "a .zarr folder written by zarr") from None
+    if hasattr(node, "shape"):
+        return node
+    arrays = sorted(node.array_keys()) if hasattr(node, "array_keys") else []
+    if not arrays:
+        raise VoxSegError(f"{path} is a zarr group with no arrays in it; give a store that "
+                          "holds the volume")
+    return node[arrays[0]]
+
+
+def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Non-overlapping blocks of size ``block`` (smaller at the ends) covering ``shape``."""
+    ranges = [[slice(s, min(s + b, n)) for s in range(0, n, b)] for n, b in zip(shape, block)]
+    return [(z, y, x) for z in ranges[0] for y in ranges[1] for x in ranges[2]]
+
+
+def default_block(shape: Sequence[int], patch: Sequence[int],
+                  voxels: int = DEFAULT_BLOCK_VOXELS) -> tuple[int, int, int]:
+    """A block of about ``voxels`` voxels, a whole number of tiles a side, no larger than the
+    volume; square in Y, X."""
+    side = max(1, int(round((voxels / math.prod(patch)) ** (1 / 3))))
+    return tuple(int(min(n, side * p)) for n, p in zip(shape, patch))
+
+
+@dataclass
+class BlockJob:
+    """What every block needs (picklable, for dask workers)."""
+
+    config: dict
+    state: dict  # the weights as numpy arrays
+    bounds: np.ndarray
+    pad_value: float
+    overlap: float = 0.5
+    batch_size: int = 4
+    device: str | None = None
+    outputs: dict = field(default_factory=dict)  # name -> store path (for workers)
+
+    def model(self) -> torch.nn.Module:
+        key = (id(self.state), self.device)
+        model = _WORKER_MODELS.get(key)
+        if model is None:
+            from .models import build_model
+
+            model = build_model(self.config["architecture"])
+            model.load_state_dict({k: torch.from_numpy(np.asarray(v))
+                                   for k, v in self.state.items()})
+            model.config = self.config
+            _WORKER_MODELS.clear()
+            _WORKER_MODELS[key] = model
+        return model
+
+
+_WORKER_MODELS: dict = {}
+
+
+def predict_block(job: BlockJob, source, region, *, probabilities: bool, uncertainty: bool,
+                  model: torch.nn.Module | None = None, should_stop=None):
+    """Predict one block (a region of three slices) of ``source`` (a ``(C, Z, Y, X)``
+    array-like). The block function: it runs here or on a dask worker."""
+    config = job.config
+    model = model if model is not None else job.model()
+    arch = config["architecture"]
+
+    def read(slices):
+        block = np.asarray(source[(slice(None), *slices)], dtype=np.float32)
+        if not np.isfinite(block).all():
+            where = ", ".join(f"{s.start}:{s.stop}" for s in slices)
+            raise VoxSegError(f"the image has NaN or infinite values (in the block {where}); "
+                              "replace them (e.g. with 0) before predicting")
+        return normalize_with(block, job.bounds)
+
+    return run_to_end(iter_blend(
+        model, None, read=read, spatial_shape=source.shape[1:], pad_value=job.pad_value,
+        task=config.get("task", "multiclass"), depth=arch["depth"],
+        patch_size=config["patch_size"], target_scale=config.get("target_scale"),
+        region=region, overlap=job.overlap, batch_size=job.batch_size, device=job.device,
+        probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop))
+
+
+def _outputs_of(result) -> dict:
+    return {"labels": result.output, "probabilities": result.probabilities,
+            "uncertainty": result.uncertainty}
+
+
+def _write(stores: dict, region, result) -> None:
+    for name, data in _outputs_of(result).items():
+        if name in stores and data is not None:
+            stores[name][(...,) + tuple(region)] = data
+
+
+def _predict_and_write(job: BlockJob, source, region) -> int:
+    """On a dask worker: predict one block and write it into the stores (chunk-aligned, so no
+    two blocks write the same chunk)."""
+    import zarr
+
+    stores = {name: zarr.open_array(str(path), mode="r+") for name, path in job.outputs.items()}
+    result = predict_block(job, source, region, probabilities="probabilities" in stores,
+                           uncertainty="uncertainty" in stores)
+    _write(stores, region, result)
+    return int(math.prod(r.stop - r.start for r in region))
+
+
+def _temporary_beside(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+
+
+def _check_zarr_target(path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".zarr":
+        raise VoxSegError(f"{path.name}: block-wise outputs are zarr stores; give a name ending "
+                          "in .zarr")
+    if path.exists() and not path.is_dir():
+        raise VoxSegError(f"{path} exists and is a file; give a new .zarr folder name")
+    return path
+
+
+def iter_predict_blocks(
+    model: torch.nn.Module,
+    source,
+    out,
+    *,
+    probabilities=None,
+    uncertainty=None,
+    block_shape: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    device: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    client=None,
+) -> Generator[PredictEvent, None, dict]:
+    """Predict ``source`` block by block into the zarr store ``out`` (labels 1..K; per-class
+    1/2 for multi-label; float values for regression), and optionally ``probabilities``
+    (K, Z, Y, X) and ``uncertainty`` (Z, Y, X) stores. Yields a PredictEvent per block
+    (``done``/``total`` blocks); returns ``{name: path}`` of the stores written, or ``{}`` when
+    stopped by ``should_stop`` (then nothing is left behind). ``client``: a
+    dask.distributed Client to run the blocks on its workers."""
+    import zarr
+
+    config = model.config
+    arch = config["architecture"]
+    task = config.get("task", "multiclass")
+    if (probabilities or uncertainty) and task == "regression":
+        raise VoxSegError("a regression model predicts values, not probabilities or "
+                          "uncertainty; leave those outputs out")
+    targets = {"labels": _check_zarr_target(out)}
+    if probabilities:
+        targets["probabilities"] = _check_zarr_target(probabilities)
+    if uncertainty:
+        targets["uncertainty"] = _check_zarr_target(uncertainty)
+    source = open_source(source)
+    if source.shape[0] != arch["in_channels"]:
+        raise VoxSegError(f"the image has {source.shape[0]} channel(s) but the model was trained "
+                          f"on {arch['in_channels']}; give (C, Z, Y, X) with C = "
+                          f"{arch['in_channels']}")
+    spatial = tuple(int(n) for n in source.shape[1:])
+    norm = config["normalization"]
+    bounds, pad_value = volume_bounds(source, norm["low"], norm["high"])
+    block = tuple(int(b) for b in (block_shape or default_block(spatial, config["patch_size"])))
+    if len(block) != 3 or min(block) < 1:
+        raise VoxSegError(f"block shape {block} must be three sizes >= 1 (Z, Y, X)")
+    concrete(None, spatial)
+    regions = block_regions(spatial, block)
+    k = arch["num_classes"]
+    layouts = {
+        "labels": ((k, *spatial), (k, *block), "uint8") if task == "multilabel" else
+                  (spatial, block, "float32" if task == "regression" else "uint8"),
+        "probabilities": ((k, *spatial), (k, *block), "float32"),
+        "uncertainty": (spatial, block, "float32"),
+    }
+    temporary = {name: _temporary_beside(path) for name, path in targets.items()}
+    finished = False
+    try:
+        stores = {}
+        for name, tmp in temporary.items():
+            shape, chunks, dtype = layouts[name]
+            stores[name] = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks,
+                                           dtype=dtype, fill_value=0)
+            stores[name].attrs.update({
+                "napari_voxseg": name, "task": task,
+                "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
+        job = BlockJob(config=config, state={n: t.detach().cpu().numpy() for n, t in
+                                             model.state_dict().items()},
+                       bounds=bounds, pad_value=pad_value, overlap=overlap,
+                       batch_size=batch_size, device=device,
+                       outputs={n: str(p) for n, p in temporary.items()})
+        if client is None:
+            model.eval()
+            for done, region in enumerate(regions, 1):
+                if should_stop is not None and should_stop():
+                    return {}
+                result = predict_block(job, source, region, model=model,
+                                       probabilities="probabilities" in stores,
+                                       uncertainty="uncertainty" in stores,
+                                       should_stop=should_stop)
+                if result.cancelled:
+                    return {}
+                _write(stores, region, result)
+                yield PredictEvent(done=done, total=len(regions))
+        else:
+            yield from _run_on_cluster(client, job, source, regions, should_stop)
+            if should_stop is not None and should_stop():
+                return {}
+        for name, tmp in temporary.items():
+            final = targets[name]
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finished = True
+        return dict(targets)
+    finally:
+        if not finished:
+            for tmp in temporary.values():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_on_cluster(client, job: BlockJob, source, regions, should_stop):
+    from distributed import as_completed
+
+    remote_job = client.scatter(job, broadcast=True)
+    futures = [client.submit(_predict_and_write, remote_job, source, region, pure=False)
+               for region in regions]
+    try:
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()  # raises the worker's error here
+            yield PredictEvent(done=done, total=len(regions))
+            if should_stop is not None and should_stop():
+                client.cancel(futures)
+                return
+    except BaseException:
+        client.cancel(futures)
+        raise
+
+
+def predict_blocks(model, source, out, **kwargs) -> dict:
+    """Run :func:`iter_predict_blocks` to the end; return the stores written."""
+    return run_to_end(iter_predict_blocks(model, source, out, **kwargs))
