@@ -134,18 +134,23 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from .core import iter_predict, load_model, read_volume, write_volume
+    from .core import VoxSegError, iter_predict, load_model, read_volume, write_volume
     from .core.files import check_output_file
 
-    for target in filter(None, (args.out, args.probabilities)):
+    outputs = [args.out, args.probabilities, args.uncertainty]
+    if any(Path(p).suffix.lower() == ".zarr" for p in filter(None, [args.image, *outputs])):
+        return _predict_blocks(args)
+    if args.scheduler:
+        raise VoxSegError("--scheduler runs block-wise prediction, which reads and writes "
+                          ".zarr; give a .zarr image or .zarr outputs")
+    for target in filter(None, outputs):
         check_output_file(target)  # fail now, not after the prediction
     model = load_model(args.model, device=args.device)
     image, voxel = read_volume(args.image)
     bar = Progress("predict")
-    gen = iter_predict(model, image, overlap=args.overlap,
-                       probabilities=bool(args.probabilities))
+    gen = iter_predict(model, image, overlap=args.overlap, batch_size=args.batch_size,
+                       probabilities=bool(args.probabilities),
+                       uncertainty=bool(args.uncertainty))
     try:
         while True:
             event = next(gen)
@@ -158,20 +163,76 @@ def cmd_predict(args) -> int:
     write_volume(args.out, result.output, voxel)
     if args.probabilities:
         write_volume(args.probabilities, result.probabilities, voxel)
+    if args.uncertainty:
+        write_volume(args.uncertainty, result.uncertainty, voxel)
+    _report(args.out, result, model)
+    return 0
+
+
+def _predict_blocks(args) -> int:
+    """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
+    from .core import VoxSegError, load_model, read_volume
+    from .core.blocks import iter_predict_blocks, open_zarr
+
+    for target in filter(None, (args.out, args.probabilities, args.uncertainty)):
+        if Path(target).suffix.lower() != ".zarr":
+            raise VoxSegError(f"{Path(target).name}: with a .zarr image or output, every output "
+                              "is a zarr store; name them *.zarr")
+    model = load_model(args.model, device=args.device)
+    if Path(args.image).suffix.lower() == ".zarr":
+        image = open_zarr(args.image)
+        voxel = image.attrs.get("voxel_size") if hasattr(image, "attrs") else None
+    else:
+        image, voxel = read_volume(args.image)
+    voxel = voxel or model.config.get("voxel_size")
+    block = tuple(int(v) for v in _floats(args.block, 3, "--block")) if args.block else None
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise VoxSegError("--scheduler needs dask.distributed: pip install "
+                              "'napari-voxseg[cluster]'") from None
+        try:
+            client = Client(args.scheduler, timeout="20s")
+        except OSError as exc:
+            raise VoxSegError(f"cannot reach the dask scheduler at {args.scheduler} ({exc}); "
+                              "check the address (tcp://host:8786)") from None
+    bar = Progress("predict (blocks)")
+    try:
+        gen = iter_predict_blocks(model, image, args.out, probabilities=args.probabilities,
+                                  uncertainty=args.uncertainty, block_shape=block,
+                                  overlap=args.overlap, batch_size=args.batch_size,
+                                  voxel_size=voxel, client=client)
+        while True:
+            event = next(gen)
+            bar.update(event.done, event.total)
+    except StopIteration as stop:
+        written = stop.value
+    finally:
+        if client is not None:
+            client.close()
+    bar.close()
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _report(out, result, model) -> None:
+    import numpy as np
+
     if result.task == "regression":
         values = result.values
-        print(f"wrote {args.out} (shape {values.shape}, values {values.min():.4g} to "
+        print(f"wrote {out} (shape {values.shape}, values {values.min():.4g} to "
               f"{values.max():.4g})")
     elif result.task == "multilabel":
         names = [c.get("name", "?") for c in model.config["classes"]]
         share = ", ".join(f"{n} {100 * np.mean(v == 2):.1f}%" for n, v in zip(names,
                                                                               result.labels))
-        print(f"wrote {args.out} (shape {result.labels.shape}, 1 = absent, 2 = present; "
+        print(f"wrote {out} (shape {result.labels.shape}, 1 = absent, 2 = present; "
               f"present: {share})")
     else:
         counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
-        print(f"wrote {args.out} (shape {result.labels.shape}, voxels per class {counts})")
-    return 0
+        print(f"wrote {out} (shape {result.labels.shape}, voxels per class {counts})")
 
 
 def cmd_evaluate(args) -> int:
@@ -281,7 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
     p.add_argument("--out", required=True, help="labels file to write (1..K)")
     p.add_argument("--probabilities", default=None, help="also write (K, Z, Y, X) probabilities")
+    p.add_argument("--uncertainty", default=None,
+                   help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "
+                        "0 (sure) to 1")
     p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--block", default=None,
+                   help="Z,Y,X block size for block-wise prediction (.zarr in or out; default "
+                        "about 16M voxels)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the blocks on a dask.distributed cluster (tcp://host:8786)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=cmd_predict)
 

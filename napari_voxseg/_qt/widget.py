@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -55,6 +57,7 @@ from ..core import (
     resolve_device,
     save_model,
 )
+from ..core.blocks import iter_predict_blocks
 from ..core.device import DEVICES
 from ..core.losses import LOSSES, losses_for, resolve_loss
 from ..core.targets import prepare_target
@@ -136,9 +139,11 @@ class _Inputs:
     copy_strokes: object  # () -> a fresh copy of the strokes, for the worker's get_labels
 
 
-def _train_job(job: _Job, image, labels, config, voxel_size, model=None, **kwargs):
+def _train_job(job: _Job, image, labels, config, voxel_size, model=None, outputs=None,
+               **kwargs):
     """Worker body: train (with live previews), then predict the whole volume. Yields core
     events; returns ``(TrainResult, PredictResult | None)``."""
+    outputs = outputs or {}
     try:
         result = yield from iter_train(image, labels, config, model=model,
                                        voxel_size=voxel_size, should_stop=job.stop.is_set,
@@ -148,16 +153,40 @@ def _train_job(job: _Job, image, labels, config, voxel_size, model=None, **kwarg
         if job.abandon.is_set():
             return result, None
         prediction = yield from iter_predict(result.model, image,
-                                             should_stop=job.abandon.is_set)
+                                             should_stop=job.abandon.is_set, **outputs)
         return result, prediction
     finally:
         job.done.set()
 
 
-def _predict_job(job: _Job, model, image):
+def _predict_job(job: _Job, model, image, **outputs):
     try:
-        prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set)
+        prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set,
+                                             **outputs)
         return None, prediction
+    finally:
+        job.done.set()
+
+
+def _scratch_store(name: str) -> Path:
+    """Where a block-wise prediction of a lazy image is written: a new .zarr folder in the
+    temporary directory (napari then reads it lazily)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "image"
+    folder = Path(tempfile.gettempdir()) / "napari-voxseg"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.zarr"
+
+
+def _predict_blocks_job(job: _Job, model, data, out: Path, voxel_size, *, probabilities,
+                        uncertainty):
+    """Block by block into zarr stores; returns (None, {output: path}) or (None, {})."""
+    try:
+        stem = str(out)[: -len(".zarr")]
+        written = yield from iter_predict_blocks(
+            model, data, out, voxel_size=voxel_size, should_stop=job.stop.is_set,
+            probabilities=f"{stem}-probabilities.zarr" if probabilities else None,
+            uncertainty=f"{stem}-uncertainty.zarr" if uncertainty else None)
+        return None, written
     finally:
         job.done.set()
 
@@ -303,7 +332,19 @@ class VoxSegWidget(Container):
         self.buttons.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(label="Status", value="Paint strokes, then press Train")
-        self.predict_button = PushButton(text="Predict with model")
+        self.want_probabilities = CheckBox(text="Probabilities", value=False,
+                                           tooltip="Also show the probability of each class "
+                                                   "(Image layers)")
+        self.want_uncertainty = CheckBox(text="Uncertainty", value=False,
+                                         tooltip="Also show where the network is unsure: the "
+                                                 "entropy of the probabilities, 0 to 1")
+        self.outputs = Container(widgets=[self.want_probabilities, self.want_uncertainty],
+                                 layout="horizontal", labels=False)
+        self.outputs.margins = (0, 0, 0, 0)
+        self.predict_button = PushButton(text="Predict with model",
+                                         tooltip="Label the chosen image with the model; a "
+                                                 "lazy (dask/zarr) image is done block by "
+                                                 "block into a zarr store")
         self.save_button = PushButton(text="Save model...")
         self.load_button = PushButton(text="Load model...")
         self.model_info = Label(label="Model", value="none")
@@ -312,8 +353,8 @@ class VoxSegWidget(Container):
             self.target_choice, self.mask_choice, self.new_labels_button, self.classes,
             self.loss, self.focal_gamma, self.boundary_choice, self.weights, self.weights_info,
             self.iterations, self.learning_rate, self.device, self.preview_every,
-            self.ground_truth, self.buttons, self.progress, self.status, self.predict_button,
-            self.save_button, self.load_button, self.model_info,
+            self.ground_truth, self.buttons, self.progress, self.status, self.outputs,
+            self.predict_button, self.save_button, self.load_button, self.model_info,
         ])
         self.curve = LossCurve()
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
@@ -626,7 +667,7 @@ class VoxSegWidget(Container):
         scale, _ = _spatial(image_layer)
         self._start(job, config.iterations, _train_job, job, image, inputs.labels, config,
                     tuple(scale), preview_every=float(self.preview_every.value) or math.inf,
-                    **inputs.kwargs)
+                    outputs=self._extra_outputs_for(config.task), **inputs.kwargs)
         self._update_region()
 
     def predict(self) -> None:
@@ -643,13 +684,31 @@ class VoxSegWidget(Container):
             image_layer = self.image_choice.value
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
-            image = check_image(image_layer.data, name=image_layer.name,
+            extra = self._extra_outputs()
+            data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+            if not isinstance(data, np.ndarray):  # dask, zarr...: never loaded whole
+                job = _Job("predict", image_layer, [image_layer])
+                self._start(job, 0, _predict_blocks_job, job, self.model, data,
+                            _scratch_store(image_layer.name), tuple(image_layer.scale[-3:]),
+                            **extra)
+                return
+            image = check_image(data, name=image_layer.name,
                                 channels=self.model.config["architecture"]["in_channels"])
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
         job = _Job("predict", image_layer, [image_layer])
-        self._start(job, 0, _predict_job, job, self.model, image)
+        self._start(job, 0, _predict_job, job, self.model, image, **extra)
+
+    def _extra_outputs(self) -> dict:
+        return self._extra_outputs_for(self.model.config.get("task", "multiclass"))
+
+    def _extra_outputs_for(self, task: str) -> dict:
+        """Probabilities / uncertainty, as asked for in the form (not for regression)."""
+        if task == "regression":
+            return {"probabilities": False, "uncertainty": False}
+        return {"probabilities": bool(self.want_probabilities.value),
+                "uncertainty": bool(self.want_uncertainty.value)}
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept and applied."""
@@ -816,12 +875,20 @@ class VoxSegWidget(Container):
         if job is not None and job.abandon.is_set():
             self.status.value = "stopped: a layer it used was removed; the model is kept"
             return
+        if isinstance(prediction, dict):  # block-wise: zarr stores, opened lazily
+            if not prediction:
+                self.status.value = "prediction cancelled; nothing was written"
+            elif job.target in self.viewer.layers:
+                self.show_stores(job.target, prediction)
+                self.status.value = f"prediction written to {prediction['labels']}"
+            return
         if prediction is None or prediction.output is None:
             self.status.value = "prediction cancelled"
             return
         if job.target not in self.viewer.layers:
             return
         self.show_result(job.target, prediction)
+        self.show_extras(job.target, prediction.probabilities, prediction.uncertainty)
         text = ("stopped; " if result is not None and result.stopped else "") + \
             "prediction updated"
         dice = self._score(prediction)
@@ -863,6 +930,61 @@ class VoxSegWidget(Container):
                 layers.append(layer)
             return layers
         return [self.show_prediction(image_layer, prediction.labels, region=region)]
+
+    def show_extras(self, image_layer, probabilities, uncertainty) -> list:
+        """Image layers '<image> probability: <class>' and '<image> uncertainty' (in place)."""
+        layers = []
+        if probabilities is not None:
+            for name, p in zip(self._class_names(), probabilities):
+                layers.append(self.show_prediction(image_layer, p, kind="image",
+                                                   suffix=f" probability: {name}"))
+        if uncertainty is not None:
+            layer = self.show_prediction(image_layer, uncertainty, kind="image",
+                                         suffix=" uncertainty")
+            layer.colormap = "magma"
+            layers.append(layer)
+        return layers
+
+    def show_stores(self, image_layer, stores: dict) -> list:
+        """Show the zarr stores of a block-wise prediction as lazy (dask) layers, named as
+        :meth:`show_result` and :meth:`show_extras` name them."""
+        import dask.array as da
+
+        scale, translate = _spatial(image_layer)
+        task = self.model.config.get("task", "multiclass")
+        names = self._class_names()
+        base = f"{image_layer.name} prediction"
+        parts = []  # (name, lazy data, kind)
+        for key, path in stores.items():
+            data = da.from_zarr(str(path))
+            if key == "labels" and task == "multilabel":
+                parts += [(f"{base}: {n}", data[i], "labels") for i, n in enumerate(names)]
+            elif key == "labels":
+                parts.append((base, data, "image" if task == "regression" else "labels"))
+            elif key == "probabilities":
+                parts += [(f"{base} probability: {n}", data[i], "image")
+                          for i, n in enumerate(names)]
+            else:
+                parts.append((f"{base} uncertainty", data, "image"))
+        layers = []
+        for name, data, kind in parts:
+            if name in self.viewer.layers and not self._protected(self.viewer.layers[name]):
+                self.viewer.layers.remove(name)
+            if kind == "labels":
+                layers.append(self.viewer.add_labels(data, name=name, scale=scale,
+                                                     translate=translate, opacity=0.5))
+            else:
+                layers.append(self.viewer.add_image(
+                    data, name=name, scale=scale, translate=translate, blending="additive",
+                    colormap="magma" if name.endswith("uncertainty") else "viridis",
+                    contrast_limits=(0.0, 1.0) if task != "regression" else None))
+        return layers
+
+    def _class_names(self) -> list[str]:
+        classes = self.model.config.get("classes", [])
+        k = self.model.config["architecture"]["num_classes"]
+        names = [c.get("name", f"class {i + 1}") for i, c in enumerate(classes)][:k]
+        return names + [f"class {i + 1}" for i in range(len(names), k)]
 
     def _protected(self, layer) -> bool:
         """Whether ``layer`` is one the user paints or compares with (so results never go in)."""

@@ -1,0 +1,89 @@
+"""Prediction in the widget: probability and uncertainty layers, lazy (dask/zarr) images done
+block by block into zarr and shown lazily, and Stop during a long prediction."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from napari_voxseg._qt.widget import VoxSegWidget
+from napari_voxseg.core import TrainConfig, iter_predict, run_to_end, train
+
+SAMPLE = "voxseg sample"
+
+
+@pytest.fixture(scope="module")
+def model(sample):
+    config = TrainConfig(iterations=8, batch_size=2, patch_size=(16, 32, 32), base_channels=4,
+                         depth=2, num_threads=1)
+    return train(sample.image, sample.strokes, config).model
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, model):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells")
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model = model
+    widget._set_running(False)
+    return viewer, widget
+
+
+def wait_done(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+
+
+def test_probability_and_uncertainty_layers(viewer_widget, qtbot, model):
+    viewer, widget = viewer_widget
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.want_probabilities.value = widget.want_uncertainty.value = True
+    widget.predict_button.clicked.emit()
+    wait_done(qtbot, widget)
+    names = [c["name"] for c in model.config["classes"]]
+    probs = np.stack([viewer.layers[f"{SAMPLE} prediction probability: {n}"].data
+                      for n in names])
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)
+    uncertainty = viewer.layers[f"{SAMPLE} prediction uncertainty"]
+    assert uncertainty.data.dtype == np.float32
+    assert 0 <= uncertainty.data.min() and uncertainty.data.max() <= 1
+    expected = run_to_end(iter_predict(model, viewer.layers[SAMPLE].data, uncertainty=True))
+    np.testing.assert_allclose(uncertainty.data, expected.uncertainty, atol=1e-5)
+    np.testing.assert_array_equal(viewer.layers[f"{SAMPLE} prediction"].data, expected.labels)
+
+
+@pytest.mark.parametrize("kind", ["dask", "zarr"])
+def test_a_lazy_image_is_predicted_block_by_block(viewer_widget, qtbot, model, tmp_path, kind):
+    viewer, widget = viewer_widget
+    image = viewer.layers[SAMPLE].data
+    if kind == "dask":
+        data = da.from_array(image, chunks=(16, 48, 48))
+    else:
+        data = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=image.shape,
+                               chunks=(16, 48, 48), dtype=image.dtype)
+        data[:] = image
+    lazy = viewer.add_image(data, name="lazy", scale=(0.5, 0.5, 0.5))
+    widget.image_choice.value = lazy
+    widget.want_uncertainty.value = True
+    widget.predict()
+    wait_done(qtbot, widget)
+    layer = viewer.layers["lazy prediction"]
+    assert isinstance(layer.data, da.Array)  # read from the zarr store as napari needs it
+    expected = run_to_end(iter_predict(model, image, uncertainty=True))
+    np.testing.assert_array_equal(np.asarray(layer.data), expected.labels)
+    np.testing.assert_allclose(np.asarray(viewer.layers["lazy prediction uncertainty"].data),
+                               expected.uncertainty, atol=1e-5)
+    assert tuple(layer.scale) == (0.5, 0.5, 0.5)
+    assert "written to" in widget.status.value
+
+
+def test_stop_cancels_a_prediction(viewer_widget, qtbot):
+    viewer, widget = viewer_widget
+    big = np.tile(viewer.layers[SAMPLE].data, (4, 2, 2))
+    widget.image_choice.value = viewer.add_image(big, name="big")
+    widget.predict()
+    qtbot.waitUntil(lambda: widget.status.value.startswith("predicting"), timeout=60_000)
+    widget.stop()
+    wait_done(qtbot, widget)
+    assert widget.status.value == "prediction cancelled"
+    assert "big prediction" not in viewer.layers
