@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", default=None,
                    help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "
                         "0 (sure) to 1")
-    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--overlap", type=float, default=0.25,
+                   help="how much neighbouring tiles overlap, 0 to <1 (default 0.25)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--block", default=None,
                    help="Z,Y,X block size for block-wise prediction (.zarr in or out; default "

@@ -185,3 +185,16 @@ def test_constant_network_has_no_seams_between_blocks(tmp_path):
     np.testing.assert_allclose(probs, np.broadcast_to(
         np.array([0.2, 0.7, 0.1], np.float32)[:, None, None, None], probs.shape), rtol=1e-5)
     assert (open_zarr(tmp_path / "l.zarr")[:] == 2).all()
+
+
+def test_bfloat16_prediction_agrees_with_float32(sample):
+    model = train(sample.image, sample.strokes,
+                  TrainConfig(iterations=60, batch_size=2, num_threads=2)).model
+    single = run_to_end(iter_predict(model, sample.image, precision="float32",
+                                     probabilities=True))
+    half = run_to_end(iter_predict(model, sample.image, precision="bfloat16",
+                                   probabilities=True))
+    assert (half.labels == single.labels).mean() > 0.995
+    assert np.abs(half.probabilities - single.probabilities).mean() < 0.01
+    with pytest.raises(VoxSegError, match="precision"):
+        run_to_end(iter_predict(model, sample.image, precision="float8"))

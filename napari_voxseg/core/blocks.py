@@ -27,7 +27,14 @@ import torch
 
 from .data import normalize_with
 from .errors import VoxSegError
-from .infer import PredictEvent, concrete, iter_blend, run_to_end, volume_bounds
+from .infer import (
+    DEFAULT_OVERLAP,
+    PredictEvent,
+    concrete,
+    iter_blend,
+    run_to_end,
+    volume_bounds,
+)
 
 # A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
 # take about 16M voxels x 24 bytes = 400 MB.
@@ -108,7 +115,7 @@ class BlockJob:
     state: dict  # the weights as numpy arrays
     bounds: np.ndarray
     pad_value: float
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     batch_size: int = 4
     device: str | None = None
     outputs: dict = field(default_factory=dict)  # name -> store path (for workers)
@@ -201,7 +208,7 @@ def iter_predict_blocks(
     probabilities=None,
     uncertainty=None,
     block_shape: Sequence[int] | None = None,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str | None = None,
     voxel_size: Sequence[float] | None = None,

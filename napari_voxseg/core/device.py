@@ -38,3 +38,38 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise VoxSegError(f"cannot use device {name!r}; give e.g. 'cuda' or 'cuda:0'") from None
+
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 matrix work natively (Intel AMX or AVX512-BF16), where
+    oneDNN runs bfloat16 convolutions several times faster than float32."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # a private probe: never let it break prediction
+            return False
+    return False
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for prediction on ``device`` (None: plain float32). ``auto``:
+    float16 on CUDA, bfloat16 on a CPU that does it natively, else float32."""
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise VoxSegError(f"unknown precision {precision!r}; choose one of "
+                          f"{', '.join(PRECISIONS)}")
+    if precision == "float32" or device.type == "mps":
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bfloat16() else None
+    if device.type == "cpu" and precision == "float16":
+        raise VoxSegError("float16 is for GPUs; on a CPU use precision bfloat16 or float32")
+    return torch.bfloat16 if precision == "bfloat16" else torch.float16
