@@ -198,3 +198,25 @@ def test_bfloat16_prediction_agrees_with_float32(sample):
     assert np.abs(half.probabilities - single.probabilities).mean() < 0.01
     with pytest.raises(VoxSegError, match="precision"):
         run_to_end(iter_predict(model, sample.image, precision="float8"))
+
+
+def test_out_of_memory_halves_the_batch(model_and_image, whole):
+    model, image = model_and_image
+
+    class Tight(torch.nn.Module):
+        """The model, on a device with room for two tiles at a time."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config, self.batches = inner, inner.config, []
+
+        def forward(self, x):
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            self.batches.append(x.shape[0])
+            return self.inner(x)
+
+    tight = Tight(model)
+    result = run_to_end(iter_predict(tight, image, batch_size=8))
+    np.testing.assert_array_equal(result.labels, whole.labels)
+    assert max(tight.batches) == 2

@@ -63,6 +63,36 @@ def test_training_shows_a_progress_bar(files, tmp_path):
     assert proc.returncode == 0 and "train [" in proc.stderr and "3/3" in proc.stderr
 
 
+def test_predict_uncertainty_and_zarr_block_wise(files, trained, tmp_path):
+    import zarr
+
+    from napari_voxseg.core.blocks import open_zarr
+    from napari_voxseg.core.infer import iter_predict, run_to_end
+
+    image, _ = read_volume(files / "image.tif")
+    expected = run_to_end(iter_predict(load_model(trained), image, uncertainty=True))
+    proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "p.tif",
+               "--uncertainty", tmp_path / "u.npy")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(read_volume(tmp_path / "u.npy")[0], expected.uncertainty,
+                               atol=1e-6)
+
+    source = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=image.shape,
+                             chunks=(8, 16, 16), dtype="float32")
+    source[:] = image
+    proc = run("predict", trained, tmp_path / "image.zarr", "--out", tmp_path / "p.zarr",
+               "--uncertainty", tmp_path / "u.zarr", "--block", "8,16,32")
+    assert proc.returncode == 0, proc.stderr
+    assert "predict (blocks)" in proc.stderr and "4/4" in proc.stderr
+    np.testing.assert_array_equal(open_zarr(tmp_path / "p.zarr")[:], expected.labels)
+    np.testing.assert_allclose(open_zarr(tmp_path / "u.zarr")[:], expected.uncertainty,
+                               atol=1e-6)
+    # A .tif image can go into a zarr store too.
+    proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "q.zarr")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(open_zarr(tmp_path / "q.zarr")[:], expected.labels)
+
+
 def test_fine_tune_a_saved_model(files, trained, tmp_path):
     proc = run("train", files / "image.tif", files / "strokes.tif", "--out", tmp_path / "ft",
                "--init", trained, "--iterations", 5)
@@ -96,6 +126,17 @@ def _bad_inputs(d, model):
     three = np.zeros((16, 32, 32), np.uint8)
     three[5, 2:30, 3], three[5, 10:20, 10], three[9, 10:20, 12] = 1, 2, 3
     write_volume(d / "three_classes.npy", three)
+    import zarr
+
+    zarr.open_array(str(d / "image.zarr"), mode="w", shape=(16, 32, 32), dtype="float32")[:] = 1
+    if not (d / "reg_model").exists():
+        from napari_voxseg.core import TrainConfig, save_model, train
+
+        image, _ = read_volume(d / "image.tif")
+        reg = train(image, image * 2, TrainConfig(iterations=2, task="regression",
+                                                  patch_size=(8, 16, 16), depth=2,
+                                                  base_channels=4)).model
+        save_model(reg, d / "reg_model")
     out = d / "out_model"
     img, strokes = d / "image.tif", d / "strokes.tif"
     reg = ["--task", "regression"]
@@ -147,6 +188,17 @@ def _bad_inputs(d, model):
         ("evaluate shapes", ["evaluate", d / "small.tif", d / "truth.npy"], "shape", None),
         ("evaluate floats", ["evaluate", d / "nan.npy", d / "truth.npy"], "integer", None),
         ("no command", [], "required", None),
+        ("zarr image, tif output", ["predict", model, d / "image.zarr", "--out", d / "p.tif"],
+         "zarr store", d / "p.tif"),
+        ("scheduler without zarr", ["predict", model, img, "--out", d / "p.tif", "--scheduler",
+                                    "tcp://127.0.0.1:1"], "block-wise", d / "p.tif"),
+        ("unreachable scheduler", ["predict", model, img, "--out", d / "p.zarr", "--scheduler",
+                                   "tcp://127.0.0.1:1"], "cannot reach", d / "p.zarr"),
+        ("uncertainty of regression", ["predict", d / "reg_model", img, "--out", d / "p.tif",
+                                       "--uncertainty", d / "u.tif"], "not probabilities",
+         d / "p.tif"),
+        ("bad block", ["predict", model, img, "--out", d / "p.zarr", "--block", "8,0,8"],
+         "positive", d / "p.zarr"),
         ("fine-tune a missing model", ["train", img, strokes, "--out", out, "--init",
                                        d / "no_model"], "does not exist", out),
         ("fine-tune with another task", ["train", img, d / "nan_target.npy", "--out", out,

@@ -232,17 +232,49 @@ def iter_blend(
 
     device = next(model.parameters()).device if device is None else resolve_device(device)
     model.to(device).eval()
-    region_shape = tuple(r.stop - r.start for r in region)
-    window = torch.tensor(gaussian_importance(patch), device=device)
-    scores = None
-    weights = torch.zeros(region_shape, dtype=torch.float32, device=device)
     # Regression values keep float32 on a CPU: bfloat16 has three significant digits.
     amp = inference_dtype(device, "float32" if precision == "auto" and task == "regression"
                           and device.type == "cpu" else precision)
+    # On a GPU the blend sums are kept in float16 (half the memory); regression values, which
+    # are not bounded like probabilities, and any sum that overflows are redone in float32.
+    half = device.type == "cuda" and task != "regression"
+    while True:
+        result = yield from _blend(model, source, box, corners, patch, region, task, device,
+                                   amp, torch.float16 if half else torch.float32, batch_size,
+                                   should_stop)
+        if result is None:
+            return PredictResult(labels=None, cancelled=True, task=task)
+        scores, weights = result
+        if not half or bool(torch.isfinite(scores).all()):
+            break
+        half = False  # overflowed: once more in float32
+    return _finish(scores.float(), weights.float(), task, target_scale, probabilities,
+                   uncertainty)
+
+
+def _accumulators(channels, shape, dtype, device):
+    """Blend sums on ``device``, or in CPU memory when the GPU has no room for them."""
+    try:
+        return (torch.zeros((channels, *shape), dtype=dtype, device=device),
+                torch.zeros(shape, dtype=dtype, device=device))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return (torch.zeros((channels, *shape), dtype=torch.float32),
+                torch.zeros(shape, dtype=torch.float32))
+
+
+def _blend(model, source, box, corners, patch, region, task, device, amp, acc_dtype,
+           batch_size, should_stop):
+    """Run the tiles through the network and add them up; (scores, weights), or None when
+    stopped. On a GPU out of memory, the batch is halved and tried again."""
+    region_shape = tuple(r.stop - r.start for r in region)
+    window = torch.tensor(gaussian_importance(patch), device=device)
+    scores = weights = None
+    first = 0
     with torch.inference_mode():
-        for first in range(0, len(corners), batch_size):
+        while first < len(corners):
             if should_stop is not None and should_stop():
-                return PredictResult(labels=None, cancelled=True, task=task)
+                return None
             chunk = corners[first : first + batch_size]
             # CPU convolutions of a batch of one take a path several times slower than a batch
             # of two (PyTorch 2.x): a lone tile is run beside a copy of itself.
@@ -250,12 +282,23 @@ def iter_blend(
             x = torch.stack([source[(slice(None), *(slice(c - b.start, c - b.start + p)
                                                      for c, b, p in zip(corner, box, patch)))]
                              for corner in run]).to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
+            try:
+                with torch.autocast(device.type, dtype=amp or torch.float32,
+                                    enabled=amp is not None):
+                    logits = model(x)
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise VoxSegError("the GPU ran out of memory for a single tile; predict on "
+                                      "the CPU (device cpu) or free GPU memory") from None
+                torch.cuda.empty_cache()
+                batch_size = max(1, batch_size // 2)
+                continue
             if scores is None:
-                scores = torch.zeros((logits.shape[1], *region_shape), dtype=torch.float32,
-                                     device=device)
-            probs = _activate(logits[: len(chunk)].float(), task)
+                scores, weights = _accumulators(logits.shape[1], region_shape, acc_dtype,
+                                                device)
+                if scores.device != window.device:
+                    window = window.to(scores.device)
+            probs = _activate(logits[: len(chunk)].float(), task).to(scores.device)
             for corner, tile in zip(chunk, probs):
                 # The part of this tile inside the region, in tile and in region coordinates.
                 t_sl, r_sl = [], []
@@ -264,10 +307,11 @@ def iter_blend(
                     t_sl.append(slice(lo - c, hi - c))
                     r_sl.append(slice(lo - r.start, hi - r.start))
                 w = window[tuple(t_sl)]
-                scores[(slice(None), *r_sl)] += tile[(slice(None), *t_sl)] * w
-                weights[tuple(r_sl)] += w
-            yield PredictEvent(done=min(first + batch_size, len(corners)), total=len(corners))
-    return _finish(scores, weights, task, target_scale, probabilities, uncertainty)
+                scores[(slice(None), *r_sl)] += (tile[(slice(None), *t_sl)] * w).to(scores.dtype)
+                weights[tuple(r_sl)] += w.to(weights.dtype)
+            first += len(chunk)
+            yield PredictEvent(done=first, total=len(corners))
+    return scores, weights
 
 
 def _finish(scores, weights, task, target_scale, probabilities, uncertainty) -> PredictResult:
