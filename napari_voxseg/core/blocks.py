@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from .data import normalize_with
 from .errors import VoxSegError
+from .files import recover_folder, replace_folder, sweep_leftovers, temporary_folder_beside
 from .infer import (
     DEFAULT_OVERLAP,
     PredictEvent,
@@ -77,6 +77,7 @@ def open_zarr(path):
     import zarr
 
     path = Path(path)
+    recover_folder(path, _is_store)  # a write killed between its two renames
     if not path.exists():
         raise VoxSegError(f"{path} does not exist; check the path")
     try:
@@ -185,9 +186,8 @@ def _predict_and_write(job: BlockJob, source, region) -> int:
     return int(math.prod(r.stop - r.start for r in region))
 
 
-def _temporary_beside(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+def _is_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zarray").is_file()
 
 
 def _check_zarr_target(path) -> Path:
@@ -254,7 +254,11 @@ def iter_predict_blocks(
         "probabilities": ((k, *spatial), (k, *block), "float32"),
         "uncertainty": (spatial, block, "float32"),
     }
-    temporary = {name: _temporary_beside(path) for name, path in targets.items()}
+    for path in targets.values():
+        recover_folder(path, _is_store)
+        if path.exists():
+            sweep_leftovers(path)
+    temporary = {name: temporary_folder_beside(path) for name, path in targets.items()}
     finished = False
     try:
         stores = {}
@@ -288,10 +292,7 @@ def iter_predict_blocks(
             if should_stop is not None and should_stop():
                 return {}
         for name, tmp in temporary.items():
-            final = targets[name]
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_folder(tmp, targets[name])
         finished = True
         return dict(targets)
     finally:

@@ -7,12 +7,10 @@ target and renames it into place, so a crash leaves the old model or the new one
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .device import resolve_device
 from .errors import VoxSegError
+from .files import recover_folder, replace_folder, sweep_leftovers, temporary_folder_beside
 from .losses import TASKS
 from .models import architecture_from, build_model
 from .train import FORMAT, FORMAT_VERSION
@@ -46,20 +45,9 @@ def _complete(path: Path) -> bool:
     return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
 
 
-def _leftovers(path: Path, suffix: str) -> list[Path]:
-    """Folders a save of ``path`` leaves while it runs: ``.<name>.*.tmp`` / ``.<name>.*.old``."""
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"),
-                  key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def _recover(path: Path) -> None:
     """If a save was killed between its two renames, put the previous model back."""
-    if path.exists():
-        return
-    for old in _leftovers(path, ".old"):
-        if _complete(old):
-            os.replace(old, path)
-            return
+    recover_folder(path, _complete)
 
 
 def check_model_folder(path) -> Path:
@@ -88,9 +76,8 @@ def save_model(model: torch.nn.Module, path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     _recover(path)
     if path.is_dir() and _complete(path):  # leftovers of earlier killed saves
-        for stale in _leftovers(path, ".tmp") + _leftovers(path, ".old"):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        sweep_leftovers(path)
+    tmp = temporary_folder_beside(path)
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
@@ -101,14 +88,7 @@ def save_model(model: torch.nn.Module, path) -> Path:
         with open(tmp / WEIGHTS, "rb") as f:
             os.fsync(f.fileno())
         _fsync_dir(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            os.rmdir(old)
-            os.replace(path, old)  # both names live in one folder: two renames, no copy
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_folder(tmp, path)
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

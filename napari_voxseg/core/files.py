@@ -6,10 +6,13 @@ writes to a temporary file beside the target and renames it, so a crash never le
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +187,50 @@ def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def folder_leftovers(path: Path, suffix: str) -> list[Path]:
+    """Folders an atomic write of the folder ``path`` leaves while it runs:
+    ``.<name>.*.tmp`` / ``.<name>.*.old``, newest first."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def recover_folder(path: Path, complete: Callable[[Path], bool]) -> None:
+    """If a write of the folder ``path`` was killed between its two renames (see
+    :func:`replace_folder`), put the previous, complete folder back."""
+    if path.exists():
+        return
+    for old in folder_leftovers(path, ".old"):
+        if complete(old):
+            os.replace(old, path)
+            return
+
+
+def sweep_leftovers(path: Path) -> None:
+    """Remove what earlier killed writes of ``path`` left (call when ``path`` is whole)."""
+    for stale in folder_leftovers(path, ".tmp") + folder_leftovers(path, ".old"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def temporary_folder_beside(path: Path) -> Path:
+    """A new empty folder ``.<name>.XXXX.tmp`` beside ``path``, to write into and then move."""
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+
+
+def replace_folder(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` (beside ``path``) to ``path``. An existing ``path`` is
+    renamed to ``.<name>.XXXX.old`` first and removed after: two renames in one folder, so a
+    kill at any moment leaves the previous folder (or its .old, which
+    :func:`recover_folder` puts back) or the new one, never half of one."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+        os.rmdir(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)

@@ -1,0 +1,68 @@
+"""Killing a prediction while it writes its output (SIGKILL, at random moments, many times)
+leaves the previous output or the new one, whole, never a broken one."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from test_blocks import TINY
+
+from napari_voxseg.core import TrainConfig, read_volume, train
+from napari_voxseg.core.blocks import open_zarr, predict_blocks
+
+_WRITER = """
+import sys
+import numpy as np
+from napari_voxseg.core import write_volume
+from napari_voxseg.core.blocks import predict_blocks
+sys.path.insert(0, {tests!r})
+from test_blocks import TINY
+from napari_voxseg.core import TrainConfig, train
+image = np.load({image!r})
+models = []
+for seed in (0, 1):
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
+    models.append(train(image, strokes, TrainConfig(**TINY, seed=seed)).model)
+outputs = [np.full(image.shape, v, np.uint8) for v in (1, 2)]
+print("ready", flush=True)
+i = 0
+while True:
+    predict_blocks(models[i % 2], image, {store!r}, block_shape=(4, 8, 8))
+    write_volume({npy!r}, outputs[i % 2])
+    i += 1
+"""
+
+
+def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
+    image = small_volume[0]
+    np.save(tmp_path / "image.npy", image)
+    store, npy = tmp_path / "labels.zarr", tmp_path / "labels.npy"
+    script = _WRITER.format(tests=os.path.dirname(__file__), image=str(tmp_path / "image.npy"),
+                            store=str(store), npy=str(npy))
+    rng = random.Random(0)
+    seen = 0
+    for _ in range(10):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if store.exists() or any(tmp_path.glob(".labels.zarr.*.old")):
+            labels = open_zarr(store)[:]  # whole: every block written, values 1..2
+            assert labels.shape == image.shape and set(np.unique(labels)) <= {1, 2}
+            seen += 1
+        if npy.exists():
+            data, _ = read_volume(npy)
+            assert len(np.unique(data)) == 1 and data.flat[0] in (1, 2)
+    assert seen >= 5  # most kills came after the first store was written
+    # The next prediction sweeps what the killed ones left behind.
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
+    predict_blocks(train(image, strokes, TrainConfig(**TINY)).model, image, store)
+    assert not list(tmp_path.glob(".labels.zarr.*"))
