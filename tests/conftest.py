@@ -1,6 +1,10 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from napari_voxseg.core import write_volume
 from napari_voxseg.core.synthetic import make_sample
 
 
@@ -23,3 +27,47 @@ def small_volume():
         strokes[z, (4, 27), 2:30] = 1
         strokes[z, 10:22, 10:22:4] = 2
     return image, truth, strokes
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "napari_voxseg", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory, small_volume):
+    image, truth, strokes = small_volume
+    d = tmp_path_factory.mktemp("cli")
+    write_volume(d / "image.tif", image, (2.0, 1.0, 1.0))
+    write_volume(d / "strokes.tif", strokes, (2.0, 1.0, 1.0))
+    write_volume(d / "truth.npy", truth)
+    return d
+
+
+@pytest.fixture(scope="session")
+def trained(files):
+    proc = run_cli("train", files / "image.tif", files / "strokes.tif", "--out",
+                   files / "model", "--iterations", 60, "--patch-size", "16,32,32",
+                   "--class-weights", "auto")
+    assert proc.returncode == 0, proc.stderr
+    return files / "model"
+
+
+@pytest.fixture
+def messages():
+    """The napari notifications shown during a test."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def record(event):
+        seen.append(str(getattr(event, "message", event)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def snapshot(viewer):
+    """A copy of every layer's data, by name."""
+    return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}

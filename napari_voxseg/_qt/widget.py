@@ -601,6 +601,10 @@ class VoxSegWidget(Container):
         try:
             if fine_tune and self.model is None:
                 raise VoxSegError("no model to fine-tune: train one or press 'Load model...'")
+            model_task = self.model.config.get("task", "multiclass") if fine_tune else None
+            if fine_tune and model_task != self.task.value:
+                raise VoxSegError(f"the model does a {model_task} task, not {self.task.value}; "
+                                  f"set Task to {model_task}, or press Train for a new model")
             image_layer = self.image_choice.value
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
