@@ -124,6 +124,8 @@ def cmd_train(args) -> int:
     except StopIteration as stop:
         result = stop.value
     bar.close()
+    for note in result.adjustments:
+        print(f"note: {note}", file=sys.stderr)
     if result.warning:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)

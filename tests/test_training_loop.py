@@ -161,3 +161,36 @@ def test_tiles_meeting_a_region_come_from_the_one_grid():
     # A volume smaller than a tile gets one tile, shrunk to the network's multiple.
     small = TileGrid.of((5, 20, 20), (16, 32, 32), depth=3, overlap=0.5)
     assert small.patch == (8, 20, 20) and small.count() == 1
+
+
+def test_out_of_gpu_memory_shrinks_the_batch_then_the_patch(small_volume):
+    image, _, strokes = small_volume
+    model = train(image, strokes, TrainConfig(**{**FAST, "iterations": 2})).model
+
+    class Tight(torch.nn.Module):
+        """The model on a GPU with room for one patch of at most 8 x 8 x 16 voxels."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, x):
+            if x.shape[0] > 1 or x.shape[2:].numel() > 8 * 16 * 8:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.inner(x)
+
+    config = TrainConfig(**{**FAST, "iterations": 5, "batch_size": 2})
+    result = train(image, strokes, config, model=Tight(model))
+    assert result.steps == 5 and len(result.history) == 5
+    assert result.adjustments == [
+        "the GPU ran out of memory at step 1; went on with batch 1 and patch (8, 16, 16)",
+        "the GPU ran out of memory at step 1; went on with batch 1 and patch (8, 8, 16)"]
+    assert result.model.config["patch_size"] == [8, 8, 16]
+    assert result.model.config["training"]["batch_size"] == 1
+
+    class Full(Tight):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(VoxSegError, match="even for one patch"):
+        train(image, strokes, config, model=Full(model))

@@ -869,6 +869,8 @@ class VoxSegWidget(Container):
         job = self._job
         result, prediction = value
         if result is not None:
+            for note in result.adjustments:
+                show_warning(note)
             if result.warning:
                 show_warning(f"{result.warning}; kept the best model so far (step "
                              f"{result.best_step})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,6 +45,13 @@ class PatchSampler:
         self.augment = augment
         self.rng = np.random.default_rng(seed)
         self.update_labels(target, strata=strata, voxel_weights=voxel_weights)
+
+    def resized(self, patch_size: Sequence[int]) -> PatchSampler:
+        """The same sampler (data, labels, random state) drawing patches of another size."""
+        other = copy.copy(self)
+        other.patch_size = tuple(int(p) for p in patch_size)
+        other.rng = copy.deepcopy(self.rng)
+        return other
 
     def update_labels(self, target: np.ndarray, *, strata: np.ndarray | None = None,
                       voxel_weights: np.ndarray | None = None) -> None:

@@ -164,6 +164,7 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
     warning: str = ""  # why training stopped early by itself (e.g. repeated NaN losses)
     resume: ResumeState | None = None  # set when stopped by should_stop: continue from here
+    adjustments: list = field(default_factory=list)  # e.g. a smaller batch after GPU OOM
 
 
 def _versions() -> dict:
@@ -179,6 +180,18 @@ def _loss_record(cfg: TrainConfig) -> dict:
     if LOSSES[cfg.loss].factory.uses_voxel_weights:
         record.update(boundary_weight=cfg.boundary_weight, boundary_sigma=cfg.boundary_sigma)
     return record
+
+
+def _smaller(batch: int, patch: Sequence[int], divisor: int):
+    """After running out of GPU memory: half the batch, or at batch 1 half the patch's longest
+    axis (a multiple of ``divisor``); None when neither can shrink."""
+    if batch > 1:
+        return batch // 2, tuple(patch)
+    axis = max(range(3), key=lambda a: patch[a])
+    half = (patch[axis] // 2) // divisor * divisor
+    if half < divisor:
+        return None
+    return 1, tuple(half if a == axis else p for a, p in enumerate(patch))
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
@@ -325,6 +338,25 @@ def iter_train(
     start = time.perf_counter()
     last_preview = start
     step = first
+    adjustments: list[str] = []
+
+    def train_step() -> float:
+        """One optimizer step on a fresh batch; the loss (not applied when not finite)."""
+        x, y, w = sampler.batch(cfg.batch_size)
+        x = torch.from_numpy(x).to(device, non_blocking=True)
+        y = torch.from_numpy(y).to(device, non_blocking=True)
+        if w is not None:
+            w = torch.from_numpy(w).to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = model(x)
+        loss = loss_fn(outputs.float(), y, w)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return value
 
     def preview(step):
         """Predict the region asked for with the network as it is now."""
@@ -376,16 +408,27 @@ def iter_train(
             lr = _lr_at(step, cfg.iterations, cfg.learning_rate)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y, w = sampler.batch(cfg.batch_size)
-            x = torch.from_numpy(x).to(device, non_blocking=True)
-            y = torch.from_numpy(y).to(device, non_blocking=True)
-            if w is not None:
-                w = torch.from_numpy(w).to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(x)
-            loss = loss_fn(outputs.float(), y, w)
-            value = float(loss.detach())
+            while True:
+                try:
+                    value = train_step()
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    optimizer.zero_grad(set_to_none=True)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    smaller = _smaller(cfg.batch_size, cfg.patch_size, 2 ** (arch["depth"] - 1))
+                    if smaller is None:
+                        raise VoxSegError(
+                            "the GPU ran out of memory even for one patch of "
+                            f"{cfg.patch_size}; train on the CPU (device cpu) or free GPU "
+                            "memory") from None
+                    cfg.batch_size, patch = smaller
+                    if patch != cfg.patch_size:
+                        cfg.patch_size = patch
+                        sampler = sampler.resized(patch)
+                    adjustments.append(f"the GPU ran out of memory at step {step + 1}; went on "
+                                       f"with batch {cfg.batch_size} and patch "
+                                       f"{tuple(cfg.patch_size)}")
             if not math.isfinite(value):
                 skipped += 1
                 bad_in_a_row += 1
@@ -399,9 +442,6 @@ def iter_train(
                     break
                 continue
             bad_in_a_row = 0
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
             history.append((previous_steps + step + 1, value))
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             if step >= cfg.iterations // 10 and smoothed < best_loss and (
@@ -463,7 +503,7 @@ def iter_train(
     return TrainResult(model=model, history=history, stopped=stopped, steps=steps_done,
                        best_step=best_step, best_loss=best_loss,
                        elapsed=time.perf_counter() - start, skipped_steps=skipped,
-                       warning=warning, resume=resume_state)
+                       warning=warning, resume=resume_state, adjustments=adjustments)
 
 
 def train(image, labels, config: TrainConfig | None = None, **kwargs) -> TrainResult:
