@@ -1,6 +1,6 @@
 """Default training on the sample data: wall time and Dice per class.
 
-    python benchmarks/sample_accuracy.py [--threads N] [--seeds 0,1,2]
+    python benchmarks/sample_accuracy.py [--threads N] [--seeds 0,1,2] [--precision float32]
 """
 
 import argparse
@@ -16,6 +16,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--precision", default="auto", help="auto, float32 or bfloat16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -25,7 +26,8 @@ def main():
           f"{torch.get_num_threads()}, device {TrainConfig().device}")
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
-        result = train(sample.image, sample.strokes, TrainConfig(seed=seed))
+        config = TrainConfig(seed=seed, precision=args.precision)
+        result = train(sample.image, sample.strokes, config)
         trained = time.perf_counter() - start
         labels = predict(result.model, sample.image)
         total = time.perf_counter() - start

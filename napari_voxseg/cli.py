@@ -89,6 +89,7 @@ def cmd_train(args) -> int:
         iterations=args.iterations, task=task or "multiclass", loss=loss,
         class_weights=args.class_weights, num_classes=args.classes, device=args.device,
         seed=args.seed, num_threads=args.threads, focal_gamma=args.focal_gamma,
+        precision=args.precision,
         boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
         class_names=_names(args.class_names),
         **({"patch_size": tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))}
@@ -151,6 +152,7 @@ def cmd_predict(args) -> int:
     image, voxel = read_volume(args.image)
     bar = Progress("predict")
     gen = iter_predict(model, image, overlap=args.overlap, batch_size=args.batch_size,
+                       precision=args.precision,
                        probabilities=bool(args.probabilities),
                        uncertainty=bool(args.uncertainty))
     try:
@@ -205,7 +207,7 @@ def _predict_blocks(args) -> int:
         gen = iter_predict_blocks(model, image, args.out, probabilities=args.probabilities,
                                   uncertainty=args.uncertainty, block_shape=block,
                                   overlap=args.overlap, batch_size=args.batch_size,
-                                  voxel_size=voxel, client=client)
+                                  voxel_size=voxel, client=client, precision=args.precision)
         while True:
             event = next(gen)
             bar.update(event.done, event.total)
@@ -284,7 +286,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .core import TrainConfig
-    from .core.device import DEVICES
+    from .core.device import DEVICES, PRECISIONS
     from .core.losses import TASKS, losses_for
     from .core.train import FINE_TUNE_LR_FACTOR
 
@@ -335,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: float16 on CUDA, bfloat16 on CPUs with AMX/AVX512-BF16, else "
+                        "float32")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
     p.set_defaults(func=cmd_train)
@@ -350,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25,
                    help="how much neighbouring tiles overlap, 0 to <1 (default 0.25)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: float16 on CUDA, bfloat16 on CPUs with AMX/AVX512-BF16, else "
+                        "float32")
     p.add_argument("--block", default=None,
                    help="Z,Y,X block size for block-wise prediction (.zarr in or out; default "
                         "about 16M voxels)")

@@ -194,3 +194,18 @@ def test_out_of_gpu_memory_shrinks_the_batch_then_the_patch(small_volume):
 
     with pytest.raises(VoxSegError, match="even for one patch"):
         train(image, strokes, config, model=Full(model))
+
+
+def test_training_precision(small_volume):
+    image, truth, strokes = small_volume
+    config = dict(FAST, iterations=40, batch_size=2)
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        model = train(image, strokes, TrainConfig(**config, precision=precision)).model
+        assert model.config["training"]["precision"] == precision
+        labels = predict(model, image, precision="float32")
+        scores[precision] = ((labels == 2) & (truth == 2)).sum() * 2 / (
+            (labels == 2).sum() + (truth == 2).sum())
+    assert scores["bfloat16"] > 0.8 and abs(scores["bfloat16"] - scores["float32"]) < 0.1
+    with pytest.raises(VoxSegError, match="precision"):
+        TrainConfig(precision="float8").checked()

@@ -120,6 +120,7 @@ class BlockJob:
     batch_size: int = 4
     device: str | None = None
     outputs: dict = field(default_factory=dict)  # name -> store path (for workers)
+    precision: str = "auto"
 
     def model(self) -> torch.nn.Module:
         key = (id(self.state), self.device)
@@ -160,7 +161,8 @@ def predict_block(job: BlockJob, source, region, *, probabilities: bool, uncerta
         task=config.get("task", "multiclass"), depth=arch["depth"],
         patch_size=config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=job.overlap, batch_size=job.batch_size, device=job.device,
-        probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop))
+        probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,
+        precision=job.precision))
 
 
 def _outputs_of(result) -> dict:
@@ -214,6 +216,7 @@ def iter_predict_blocks(
     voxel_size: Sequence[float] | None = None,
     should_stop: Callable[[], bool] | None = None,
     client=None,
+    precision: str = "auto",
 ) -> Generator[PredictEvent, None, dict]:
     """Predict ``source`` block by block into the zarr store ``out`` (labels 1..K; per-class
     1/2 for multi-label; float values for regression), and optionally ``probabilities``
@@ -273,7 +276,8 @@ def iter_predict_blocks(
                                              model.state_dict().items()},
                        bounds=bounds, pad_value=pad_value, overlap=overlap,
                        batch_size=batch_size, device=device,
-                       outputs={n: str(p) for n, p in temporary.items()})
+                       outputs={n: str(p) for n, p in temporary.items()},
+                       precision=precision)
         if client is None:
             model.eval()
             for done, region in enumerate(regions, 1):

@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from .data import DEFAULT_PERCENTILES, check_image, check_labels, class_weights, normalize
-from .device import resolve_device
+from .device import PRECISIONS, inference_dtype, resolve_device
 from .errors import VoxSegError
 from .infer import iter_blend, run_to_end
 from .losses import LOSSES, build_loss, check_task, resolve_loss, short_name
@@ -60,6 +60,9 @@ class TrainConfig:
     base_channels: int = 8
     depth: int = 3
     device: str = "auto"
+    # auto: float16 autocast on CUDA, bfloat16 on a CPU that does it natively (AMX /
+    # AVX512-BF16: about 3x faster steps), else float32. Weights and losses stay float32.
+    precision: str = "auto"
     seed: int = 0
     num_threads: int | None = None
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
@@ -69,6 +72,9 @@ class TrainConfig:
         """A copy with values checked; :class:`VoxSegError` on the first bad one."""
         cfg = copy.deepcopy(self)
         check_task(cfg.task)
+        if cfg.precision not in PRECISIONS:
+            raise VoxSegError(f"unknown precision {cfg.precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
         cfg.loss = resolve_loss(cfg.loss, cfg.task)
         spec = cfg.class_weights
         if not LOSSES[cfg.loss].class_weights and not (
@@ -317,8 +323,10 @@ def iter_train(
     loss_fn = loss_fn.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp = inference_dtype(device, cfg.precision)
+    if task == "regression" and device.type == "cpu" and cfg.precision == "auto":
+        amp = None  # bfloat16 has three significant digits: too few for regression values
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     old_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -348,7 +356,7 @@ def iter_train(
         if w is not None:
             w = torch.from_numpy(w).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             outputs = model(x)
         loss = loss_fn(outputs.float(), y, w)
         value = float(loss.detach())
@@ -369,7 +377,8 @@ def iter_train(
             model, normalized, task=task, depth=arch["depth"], patch_size=cfg.patch_size,
             target_scale=None if target.scale is None else {"mean": target.scale[0],
                                                             "std": target.scale[1]},
-            region=region, overlap=0.25, batch_size=cfg.batch_size, should_stop=should_stop))
+            region=region, batch_size=cfg.batch_size, should_stop=should_stop,
+            precision=cfg.precision))
         model.train()
         if result.cancelled:
             return None
