@@ -71,3 +71,27 @@ def messages():
 def snapshot(viewer):
     """A copy of every layer's data, by name."""
     return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+
+
+def drain(generator):
+    """Run a core generator to its end: (the events it yielded, its return value)."""
+    events = []
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+@pytest.fixture
+def sample_widget(make_napari_viewer):
+    """A viewer with the sample and the VoxSeg widget docked, the image and strokes chosen."""
+    from napari_voxseg._qt.widget import VoxSegWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells")
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="VoxSeg")
+    widget.image_choice.value = viewer.layers["voxseg sample"]
+    widget.labels_choice.value = viewer.layers["voxseg sample strokes"]
+    return viewer, widget

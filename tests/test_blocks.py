@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import drain
 
 from napari_voxseg.core import TrainConfig, VoxSegError, iter_predict, run_to_end, train
 from napari_voxseg.core.blocks import iter_predict_blocks, open_zarr, predict_blocks
@@ -36,17 +37,10 @@ def as_zarr(path, array, chunks=(4, 8, 8)):
 
 def test_zarr_blocks_equal_the_whole_prediction(model_and_image, whole, tmp_path):
     model, image = model_and_image
-    events = []
-    gen = iter_predict_blocks(model, as_zarr(tmp_path / "image.zarr", image),
-                              tmp_path / "labels.zarr", probabilities=tmp_path / "p.zarr",
-                              uncertainty=tmp_path / "u.zarr", block_shape=BLOCK,
-                              voxel_size=(2, 1, 1))
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            written = stop.value
-            break
+    events, written = drain(iter_predict_blocks(
+        model, as_zarr(tmp_path / "image.zarr", image), tmp_path / "labels.zarr",
+        probabilities=tmp_path / "p.zarr", uncertainty=tmp_path / "u.zarr", block_shape=BLOCK,
+        voxel_size=(2, 1, 1)))
     assert [e.done for e in events] == list(range(1, 3 * 2 * 3 + 1))  # 16/6, 32/20, 32/12
     assert set(written) == {"labels", "probabilities", "uncertainty"}
     labels = open_zarr(tmp_path / "labels.zarr")

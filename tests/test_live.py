@@ -11,13 +11,8 @@ SAMPLE = "voxseg sample"
 
 
 @pytest.fixture
-def live(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-voxseg", "cells")
-    widget = VoxSegWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="VoxSeg")
-    widget.image_choice.value = viewer.layers[SAMPLE]
-    widget.labels_choice.value = viewer.layers[f"{SAMPLE} strokes"]
+def live(sample_widget):
+    viewer, widget = sample_widget
     widget.preview_every.value = 1
     widget.iterations.value = 100_000
     viewer.dims.set_point(0, 10 * 0.5)  # slice 10, which has no strokes

@@ -12,14 +12,8 @@ SAMPLE = "voxseg sample"
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-voxseg", "cells")
-    widget = VoxSegWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="VoxSeg")
-    widget.image_choice.value = viewer.layers[SAMPLE]
-    widget.labels_choice.value = viewer.layers[f"{SAMPLE} strokes"]
-    return viewer, widget
+def setup(sample_widget):
+    return sample_widget
 
 
 def wait_done(qtbot, widget, timeout=300_000):
