@@ -134,3 +134,17 @@ def test_multilabel_and_regression_tasks(files, small_volume):
                d / "r2p.tif")
     assert proc.returncode == 2 and "probabilities" in proc.stderr
     assert not (d / "r2.tif").exists() and not (d / "r2p.tif").exists()
+
+
+def test_train_reads_a_zarr_image(files, tmp_path):
+    import zarr
+
+    image, _ = read_volume(files / "image.tif")
+    store = zarr.open_array(str(tmp_path / "image.zarr"), mode="w", shape=image.shape,
+                            dtype="float32")
+    store[:] = image
+    store.attrs["voxel_size"] = [2.0, 1.0, 1.0]
+    proc = run("train", tmp_path / "image.zarr", files / "strokes.tif", "--out",
+               tmp_path / "m", "--iterations", 2, "--patch-size", "16,32,32")
+    assert proc.returncode == 0, proc.stderr
+    assert load_model(tmp_path / "m").config["voxel_size"] == [2.0, 1.0, 1.0]

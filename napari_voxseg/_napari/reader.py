@@ -1,4 +1,5 @@
-"""napari reader for .tif/.tiff/.npy/.npz volumes; the voxel size becomes the layer's scale."""
+"""napari reader for .tif/.tiff/.npy/.npz volumes and .zarr stores (OME-Zarr too, opened
+lazily); the voxel size becomes the layer's scale."""
 
 from __future__ import annotations
 
@@ -19,10 +20,45 @@ def napari_get_reader(path):
         paths = list(path)
     else:
         return None
-    if not paths or not all(isinstance(p, (str, Path)) and suffix_of(p) in READ_SUFFIXES
-                            and not Path(p).is_dir() for p in paths):
+    if not paths or not all(isinstance(p, (str, Path)) for p in paths):
+        return None
+    if all(suffix_of(p) == ".zarr" and Path(p).is_dir() for p in paths):
+        return read_zarr_layers
+    if not all(suffix_of(p) in READ_SUFFIXES and not Path(p).is_dir() for p in paths):
         return None
     return read_layers
+
+
+def read_zarr_layers(path):
+    """Lazy (dask) layers for .zarr stores; an OME-Zarr multiscale image as one multiscale
+    layer. Nothing is read until napari shows it."""
+    import dask.array as da
+
+    from ..core.blocks import open_zarr_levels
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers = []
+    for p in paths:
+        levels, info = open_zarr_levels(p)
+        data = [da.from_zarr(level) for level in levels]
+        name = Path(p).name[: -len(".zarr")] or Path(p).name
+        meta = {"name": name}
+        ndim = data[0].ndim
+        channel = info.get("channel_axis")
+        if info.get("voxel_size") and ndim >= 3:
+            meta["scale"] = (1.0,) * (ndim - 3) + tuple(info["voxel_size"])
+        if len(data) > 1:
+            meta["multiscale"] = True
+        attrs = dict(getattr(levels[0], "attrs", {}) or {})
+        labels = data[0].dtype.kind in "iu" and (attrs.get("napari_voxseg") == "labels"
+                                                 or _LABEL_NAME.search(name))
+        if channel is not None and not labels and ndim == 4:
+            meta["channel_axis"] = channel  # one Image layer per channel, each (Z, Y, X)
+            if info.get("voxel_size"):
+                meta["scale"] = tuple(info["voxel_size"])
+        layers.append((data if len(data) > 1 else data[0], meta,
+                       "labels" if labels else "image"))
+    return layers
 
 
 def read_layers(path):

@@ -62,11 +62,16 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read one array and its voxel size (None when the file does not say)."""
     path = Path(path)
     suffix = suffix_of(path)
-    if suffix not in READ_SUFFIXES:
+    if suffix not in READ_SUFFIXES + (".zarr",):
         raise VoxSegError(f"{path.name}: cannot read '{suffix or 'no suffix'}' files; give "
-                          f"one of {', '.join(READ_SUFFIXES)}")
+                          f"one of {', '.join(READ_SUFFIXES + ('.zarr',))}")
     if not path.exists():
         raise VoxSegError(f"{path} does not exist; check the path")
+    if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
+        from .blocks import open_zarr_levels
+
+        levels, info = open_zarr_levels(path)
+        return np.asarray(levels[0]), info.get("voxel_size")
     if path.is_dir():
         raise VoxSegError(f"{path} is a folder; give a file ({', '.join(READ_SUFFIXES)})")
     try:
