@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..core.files import READ_SUFFIXES, read_volume, suffix_of
+from ..core.errors import VoxSegError
+from ..core.files import READ_SUFFIXES, read_nifti, read_volume, stem_of, suffix_of
 
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
 _LABEL_NAME = re.compile(r"label|mask|seg|stroke|annot|pred|truth|(^|[_\-. ])gt([_\-. ]|$)", re.I)
@@ -27,6 +28,17 @@ def napari_get_reader(path):
     if not all(suffix_of(p) in READ_SUFFIXES and not Path(p).is_dir() for p in paths):
         return None
     return read_layers
+
+
+def _nifti(path):
+    """read_nifti with read_volume's errors (one clear message for a damaged file)."""
+    try:
+        return read_nifti(Path(path))
+    except VoxSegError:
+        raise
+    except Exception:
+        read_volume(path)  # raises the one-line message for this file
+        raise
 
 
 def read_zarr_layers(path):
@@ -66,9 +78,14 @@ def read_layers(path):
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers = []
     for p in paths:
-        array, voxel_size = read_volume(p)
-        name = Path(p).stem  # every suffix the reader takes is a single one
-        meta = {"name": name}
+        if suffix_of(p) in (".nii", ".nii.gz"):
+            array, voxel_size, affine = _nifti(p)
+            meta = {"metadata": {"nifti_affine": affine.tolist()}}
+        else:
+            array, voxel_size = read_volume(p)
+            meta = {}
+        name = stem_of(p)
+        meta["name"] = name
         if voxel_size is not None and array.ndim >= 3:
             meta["scale"] = (1.0,) * (array.ndim - 3) + tuple(voxel_size)
         kind = "labels" if array.dtype.kind in "iu" and _LABEL_NAME.search(name) else "image"

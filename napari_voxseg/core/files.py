@@ -19,12 +19,59 @@ import numpy as np
 
 from .errors import VoxSegError
 
-READ_SUFFIXES = (".tif", ".tiff", ".npy", ".npz")
-WRITE_SUFFIXES = READ_SUFFIXES
+READ_SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".nii", ".nii.gz")
+WRITE_SUFFIXES = READ_SUFFIXES + (".zarr",)
 
 
 def suffix_of(path) -> str:
-    return Path(path).suffix.lower()
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix.lower()
+
+
+def stem_of(path) -> str:
+    """The file name without its suffix (both parts of .nii.gz)."""
+    name = Path(path).name
+    return name[: len(name) - len(suffix_of(path))] or name
+
+
+def read_nifti(path: Path):
+    """A NIfTI volume as (Z, Y, X) in RAS+ orientation (reoriented to the closest canonical
+    axes), its voxel size (Z, Y, X) and that canonical affine."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    shape = tuple(img.shape)
+    if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1):
+        raise VoxSegError(f"{path.name} is a {len(shape)}D series {shape} (e.g. time points); "
+                          "voxseg segments one 3D volume: extract one (e.g. fslroi or "
+                          "nibabel's slicer) and open that")
+    if len(shape) < 3:
+        raise VoxSegError(f"{path.name} is {len(shape)}D {shape}; voxseg segments 3D volumes")
+    canonical = nib.as_closest_canonical(img)
+    data = np.asanyarray(canonical.dataobj)
+    if data.ndim == 4:
+        data = data[..., 0]
+    array = np.ascontiguousarray(data.transpose(2, 1, 0))  # (X, Y, Z) -> (Z, Y, X)
+    zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
+    voxel = tuple(zooms[::-1]) if all(np.isfinite(zooms)) and min(zooms) > 0 else None
+    return array, voxel, np.asarray(canonical.affine, dtype=float)
+
+
+def _write_nifti(target: str, array: np.ndarray, voxel_size, affine=None) -> None:
+    import nibabel as nib
+
+    if array.ndim != 3:
+        raise VoxSegError(f"NIfTI output takes one (Z, Y, X) volume; this one is "
+                          f"{array.ndim}D {array.shape}: write it as .tif, .npy or .zarr")
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    if affine is None:
+        z, y, x = (float(v) for v in (voxel_size or (1.0, 1.0, 1.0)))
+        affine = np.diag([x, y, z, 1.0])
+    image = nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)),
+                            np.asarray(affine, float))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, target)
 
 
 def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
@@ -67,6 +114,18 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
                           f"one of {', '.join(READ_SUFFIXES + ('.zarr',))}")
     if not path.exists():
         raise VoxSegError(f"{path} does not exist; check the path")
+    if suffix in (".nii", ".nii.gz"):
+        if path.is_dir():
+            raise VoxSegError(f"{path} is a folder; give a NIfTI file")
+        try:
+            array, voxel, _ = read_nifti(path)
+        except VoxSegError:
+            raise
+        except Exception as exc:  # nibabel raises its own kinds for damaged files
+            raise VoxSegError(f"{path.name} is not a readable NIfTI file "
+                              f"({type(exc).__name__}: {exc}); check that it was written "
+                              "completely") from None
+        return array, voxel
     if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
         from .blocks import open_zarr_levels
 
@@ -162,21 +221,28 @@ def check_output_file(path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
-    if path.is_dir():
+    if path.is_dir() and not (suffix == ".zarr" and any(
+            (path / n).is_file() for n in ("zarr.json", ".zarray", ".zgroup"))):
         raise VoxSegError(f"{path} is a folder; give a file name for the output")
     return path
 
 
-def write_volume(path, array: np.ndarray, voxel_size=None) -> Path:
-    """Write ``array`` to ``path`` (format from its suffix) atomically; return the path."""
+def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None) -> Path:
+    """Write ``array`` to ``path`` (format from its suffix) atomically; return the path.
+    ``affine``: for NIfTI, the 4x4 affine of the volume's (Z, Y, X) array read back as
+    (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation."""
     path = check_output_file(path)
     suffix = suffix_of(path)
+    if suffix == ".zarr":
+        return _write_zarr(path, np.asarray(array), voxel_size)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
     os.close(fd)
     try:
         if suffix in (".tif", ".tiff"):
             _write_tiff(tmp, array, voxel_size)
+        elif suffix in (".nii", ".nii.gz"):
+            _write_nifti(tmp, np.asarray(array), voxel_size, affine)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, array)
@@ -239,3 +305,22 @@ def replace_folder(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+
+def _write_zarr(path: Path, array: np.ndarray, voxel_size) -> Path:
+    """One zarr array store, voxel size in its attributes, swapped in atomically."""
+    import zarr
+
+    tmp = temporary_folder_beside(path)
+    try:
+        store = zarr.open_array(str(tmp), mode="w", shape=array.shape, dtype=array.dtype,
+                                fill_value=0)
+        store[...] = array
+        store.attrs["voxel_size"] = None if voxel_size is None else [float(v) for v in
+                                                                       voxel_size]
+        replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

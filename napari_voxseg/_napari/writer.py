@@ -1,0 +1,21 @@
+"""napari writers: Labels and Image layers to .tif, .nii/.nii.gz, .npy, .npz and .zarr,
+keeping the voxel size (the layer's scale) and, for NIfTI opened with voxseg, its affine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.files import write_volume
+
+
+def write_single_layer(path: str, data, meta: dict) -> list[str]:
+    """Write one layer's data; return the path written (napari's writer contract)."""
+    if isinstance(data, (list, tuple)):  # a multiscale layer: its finest level
+        data = data[0]
+    scale = meta.get("scale")
+    voxel = tuple(float(v) for v in scale[-3:]) if scale is not None and len(scale) >= 3 \
+        else None
+    affine = (meta.get("metadata") or {}).get("nifti_affine")
+    written = write_volume(path, np.asarray(data), voxel,
+                           affine=None if affine is None else np.asarray(affine, float))
+    return [str(written)]

@@ -1,0 +1,103 @@
+"""NIfTI and zarr files: round trips that keep values and voxel size, NIfTI orientation on an
+asymmetric volume, the napari reader and writer, and damaged files."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_voxseg._napari.reader import napari_get_reader
+from napari_voxseg._napari.writer import write_single_layer
+from napari_voxseg.core import VoxSegError, read_volume, write_volume
+from napari_voxseg.core.files import read_nifti
+
+
+def asymmetric(shape=(5, 6, 7)):
+    volume = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)
+    volume[1, 2, 3] = 999  # a marker no symmetry maps onto itself
+    return volume
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".zarr", ".tif", ".npy", ".npz"])
+def test_round_trip_keeps_values_and_voxel_size(tmp_path, suffix):
+    volume = asymmetric()
+    path = write_volume(tmp_path / f"v{suffix}", volume, (3.0, 1.0, 2.0))
+    back, voxel = read_volume(path)
+    np.testing.assert_array_equal(back, volume)
+    if suffix == ".npy":  # the one format with nowhere to keep it
+        assert voxel is None
+    else:
+        assert voxel == pytest.approx((3.0, 1.0, 2.0))
+    # Written again over itself: still whole, and no temporary left beside it.
+    write_volume(path, volume + 1, (3.0, 1.0, 2.0))
+    np.testing.assert_array_equal(read_volume(path)[0], volume + 1)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_nifti_orientation_is_brought_to_ras(tmp_path):
+    """The same anatomy stored with the x axis flipped reads back identically."""
+    zyx = asymmetric()
+    xyz = zyx.transpose(2, 1, 0)
+    nx = xyz.shape[0]
+    nib.save(nib.Nifti1Image(xyz, np.diag([2.0, 1.0, 3.0, 1.0])), tmp_path / "ras.nii.gz")
+    flipped = np.diag([-2.0, 1.0, 3.0, 1.0])
+    flipped[0, 3] = 2.0 * (nx - 1)  # voxel i' = nx-1-i lands where voxel i did
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(xyz[::-1]), flipped),
+             tmp_path / "las.nii.gz")
+    ras, voxel = read_volume(tmp_path / "ras.nii.gz")
+    las, _ = read_volume(tmp_path / "las.nii.gz")
+    np.testing.assert_array_equal(ras, zyx)
+    np.testing.assert_array_equal(las, zyx)
+    assert las[1, 2, 3] == 999 and voxel == pytest.approx((3.0, 1.0, 2.0))
+
+
+def test_nifti_bad_files(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 3), np.float32), np.eye(4)),
+             tmp_path / "series.nii.gz")
+    with pytest.raises(VoxSegError, match="series"):
+        read_volume(tmp_path / "series.nii.gz")
+    noise = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    for suffix in (".nii", ".nii.gz"):
+        nib.save(nib.Nifti1Image(noise, np.eye(4)), tmp_path / f"ok{suffix}")
+        whole = (tmp_path / f"ok{suffix}").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(whole[: len(whole) // 2])
+    for name in ("cut.nii", "cut.nii.gz"):
+        with pytest.raises(VoxSegError, match="not a readable NIfTI"):
+            read_volume(tmp_path / name)
+    with pytest.raises(VoxSegError, match="one .Z, Y, X. volume"):
+        write_volume(tmp_path / "four.nii.gz", np.zeros((2, 3, 4, 5), np.float32))
+    assert not (tmp_path / "four.nii.gz").exists()
+
+
+def test_napari_reader_and_writer_keep_scale_and_affine(tmp_path):
+    zyx = asymmetric().astype(np.float32)
+    affine = np.array([[2.0, 0, 0, -10], [0, 1.0, 0, 5], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(zyx.transpose(2, 1, 0), affine), tmp_path / "scan.nii.gz")
+    (data, meta, kind), = napari_get_reader(str(tmp_path / "scan.nii.gz"))(
+        str(tmp_path / "scan.nii.gz"))
+    assert kind == "image" and meta["name"] == "scan" and meta["scale"] == (3.0, 1.0, 2.0)
+    np.testing.assert_array_equal(data, zyx)
+    # A prediction saved from napari as NIfTI lands where the scan is.
+    labels = (zyx > 50).astype(np.uint8) + 1
+    written = write_single_layer(str(tmp_path / "scan_labels.nii.gz"), labels,
+                                 {"scale": meta["scale"], "metadata": meta["metadata"]})
+    out = nib.load(written[0])
+    np.testing.assert_allclose(out.affine, affine)
+    np.testing.assert_array_equal(read_volume(written[0])[0], labels)
+    _, affine_back = read_nifti(tmp_path / "scan_labels.nii.gz")[1:]
+    np.testing.assert_allclose(affine_back, affine)
+    # Without an affine, the scale is the voxel size; other formats too.
+    for name in ("plain.nii.gz", "plain.tif", "plain.zarr"):
+        write_single_layer(str(tmp_path / name), labels, {"scale": (3.0, 1.0, 2.0)})
+        back, voxel = read_volume(tmp_path / name)
+        np.testing.assert_array_equal(back, labels)
+        assert voxel == pytest.approx((3.0, 1.0, 2.0))
+
+
+def test_napari_saves_a_labels_layer_with_our_writer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(asymmetric().astype(np.uint8) % 3, scale=(3.0, 1.0, 2.0),
+                              name="seg")
+    viewer.layers.save(str(tmp_path / "seg.nii.gz"), selected=False, plugin="napari-voxseg")
+    back, voxel = read_volume(tmp_path / "seg.nii.gz")
+    np.testing.assert_array_equal(back, layer.data)
+    assert voxel == pytest.approx((3.0, 1.0, 2.0))
