@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..core.errors import VoxSegError
 from ..core.files import READ_SUFFIXES, read_nifti, read_volume, stem_of, suffix_of
 
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
@@ -28,17 +27,6 @@ def napari_get_reader(path):
     if not all(suffix_of(p) in READ_SUFFIXES and not Path(p).is_dir() for p in paths):
         return None
     return read_layers
-
-
-def _nifti(path):
-    """read_nifti with read_volume's errors (one clear message for a damaged file)."""
-    try:
-        return read_nifti(Path(path))
-    except VoxSegError:
-        raise
-    except Exception:
-        read_volume(path)  # raises the one-line message for this file
-        raise
 
 
 def read_zarr_layers(path):
@@ -79,7 +67,7 @@ def read_layers(path):
     layers = []
     for p in paths:
         if suffix_of(p) in (".nii", ".nii.gz"):
-            array, voxel_size, affine = _nifti(p)
+            array, voxel_size, affine = read_nifti(p)
             meta = {"metadata": {"nifti_affine": affine.tolist()}}
         else:
             array, voxel_size = read_volume(p)

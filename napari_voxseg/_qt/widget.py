@@ -926,8 +926,7 @@ class VoxSegWidget(Container):
             return [self.show_prediction(image_layer, prediction.values, kind="image",
                                          region=region)]
         if prediction.task == "multilabel":
-            names = [c.get("name", f"class {i + 1}")
-                     for i, c in enumerate(self._classes(prediction))]
+            names = self._class_names(len(prediction.labels))
             layers = []
             for i, (name, labels) in enumerate(zip(names, prediction.labels)):
                 layer = self.show_prediction(image_layer, labels, suffix=f": {name}",
@@ -986,11 +985,17 @@ class VoxSegWidget(Container):
                     contrast_limits=(0.0, 1.0) if task != "regression" else None))
         return layers
 
-    def _class_names(self) -> list[str]:
-        classes = self.model.config.get("classes", [])
-        k = self.model.config["architecture"]["num_classes"]
-        names = [c.get("name", f"class {i + 1}") for i, c in enumerate(classes)][:k]
-        return names + [f"class {i + 1}" for i in range(len(names), k)]
+    def _class_names(self, count: int | None = None) -> list[str]:
+        """Names for ``count`` outputs (default: the model's): the model's classes, or, for a
+        preview of a run whose network differs from the current model, the run's."""
+        config = self.model.config if self.model is not None else {}
+        if count is None:
+            count = config["architecture"]["num_classes"]
+        names = [c.get("name", f"class {i + 1}") for i, c in enumerate(config.get("classes", []))]
+        if len(names) != count and self._job is not None:
+            names = list(self._job.class_names or [])
+        names = names[:count]
+        return names + [f"class {i + 1}" for i in range(len(names), count)]
 
     def _protected(self, layer) -> bool:
         """Whether ``layer`` is one the user paints or compares with (so results never go in)."""
@@ -1000,15 +1005,6 @@ class VoxSegWidget(Container):
         if self._job is not None:
             chosen += self._job.layers
         return any(layer is other for other in chosen)
-
-    def _classes(self, prediction) -> list[dict]:
-        config = self.model.config if self.model is not None else {}
-        classes = config.get("classes", [])
-        count = len(prediction.labels)
-        if len(classes) != count and self._job is not None:  # a preview before any model
-            names = self._job.class_names or []
-            classes = [{"name": n} for n in names][:count]
-        return classes + [{"name": f"class {i + 1}"} for i in range(len(classes), count)]
 
     def show_prediction(self, image_layer, data: np.ndarray, *, kind: str = "labels",
                         suffix: str = "", region=None):

@@ -26,11 +26,16 @@ import torch
 
 from .data import normalize_with
 from .errors import VoxSegError
-from .files import recover_folder, replace_folder, sweep_leftovers, temporary_folder_beside
+from .files import (
+    is_zarr_store,
+    recover_folder,
+    replace_folder,
+    sweep_leftovers,
+    temporary_folder_beside,
+)
 from .infer import (
     DEFAULT_OVERLAP,
     PredictEvent,
-    concrete,
     iter_blend,
     run_to_end,
     volume_bounds,
@@ -78,11 +83,6 @@ def open_zarr(path):
     return levels[0]
 
 
-def _is_zarr_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in
-                                 ("zarr.json", ".zarray", ".zgroup"))
-
-
 def open_zarr_levels(path) -> tuple[list, dict]:
     """The arrays of a .zarr store, lazily: one array, or the levels of an OME-Zarr
     multiscale image (finest first), and what its metadata says: ``voxel_size`` (Z, Y, X) and
@@ -90,7 +90,7 @@ def open_zarr_levels(path) -> tuple[list, dict]:
     import zarr
 
     path = Path(path)
-    recover_folder(path, _is_store)  # a write killed between its two renames
+    recover_folder(path, is_zarr_store)  # a write killed between its two renames
     if not path.exists():
         raise VoxSegError(f"{path} does not exist; check the path")
     try:
@@ -216,7 +216,7 @@ def _write(stores: dict, region, result) -> None:
             stores[name][(...,) + tuple(region)] = data
 
 
-def _predict_and_write(job: BlockJob, source, region) -> int:
+def _predict_and_write(job: BlockJob, source, region) -> None:
     """On a dask worker: predict one block and write it into the stores (chunk-aligned, so no
     two blocks write the same chunk)."""
     import zarr
@@ -225,11 +225,6 @@ def _predict_and_write(job: BlockJob, source, region) -> int:
     result = predict_block(job, source, region, probabilities="probabilities" in stores,
                            uncertainty="uncertainty" in stores)
     _write(stores, region, result)
-    return int(math.prod(r.stop - r.start for r in region))
-
-
-def _is_store(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zarray").is_file()
 
 
 def _check_zarr_target(path) -> Path:
@@ -288,7 +283,6 @@ def iter_predict_blocks(
     block = tuple(int(b) for b in (block_shape or default_block(spatial, config["patch_size"])))
     if len(block) != 3 or min(block) < 1:
         raise VoxSegError(f"block shape {block} must be three sizes >= 1 (Z, Y, X)")
-    concrete(None, spatial)
     regions = block_regions(spatial, block)
     k = arch["num_classes"]
     layouts = {
@@ -298,7 +292,7 @@ def iter_predict_blocks(
         "uncertainty": (spatial, block, "float32"),
     }
     for path in targets.values():
-        recover_folder(path, _is_store)
+        recover_folder(path, is_zarr_store)
         if path.exists():
             sweep_leftovers(path)
     temporary = {name: temporary_folder_beside(path) for name, path in targets.items()}

@@ -57,9 +57,11 @@ def cpu_has_fast_bfloat16() -> bool:
     return False
 
 
-def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for prediction on ``device`` (None: plain float32). ``auto``:
-    float16 on CUDA, bfloat16 on a CPU that does it natively, else float32."""
+def inference_dtype(device: torch.device, precision: str = "auto",
+                    task: str = "multiclass") -> torch.dtype | None:
+    """The autocast dtype for ``device`` (None: plain float32). ``auto``: float16 on CUDA,
+    bfloat16 on a CPU that does it natively, else float32; a regression task stays float32
+    on a CPU (bfloat16 has three significant digits: too few for regression values)."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise VoxSegError(f"unknown precision {precision!r}; choose one of "
@@ -69,7 +71,9 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bfloat16() else None
+        if device.type != "cpu" or task == "regression":
+            return None
+        return torch.bfloat16 if cpu_has_fast_bfloat16() else None
     if device.type == "cpu" and precision == "float16":
         raise VoxSegError("float16 is for GPUs; on a CPU use precision bfloat16 or float32")
     return torch.bfloat16 if precision == "bfloat16" else torch.float16

@@ -28,6 +28,11 @@ def suffix_of(path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix.lower()
 
 
+def is_zarr_store(path: Path) -> bool:
+    """Whether the folder ``path`` is a zarr store (v2 or v3, array or group)."""
+    return any((Path(path) / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
 def stem_of(path) -> str:
     """The file name without its suffix (both parts of .nii.gz)."""
     name = Path(path).name
@@ -36,7 +41,19 @@ def stem_of(path) -> str:
 
 def read_nifti(path: Path):
     """A NIfTI volume as (Z, Y, X) in RAS+ orientation (reoriented to the closest canonical
-    axes), its voxel size (Z, Y, X) and that canonical affine."""
+    axes), its voxel size (Z, Y, X) and that canonical affine; :class:`VoxSegError` with one
+    line for a damaged file or a series."""
+    try:
+        return _read_nifti(Path(path))
+    except VoxSegError:
+        raise
+    except Exception as exc:  # nibabel raises its own kinds for damaged files
+        raise VoxSegError(f"{Path(path).name} is not a readable NIfTI file "
+                          f"({type(exc).__name__}: {exc}); check that it was written "
+                          "completely") from None
+
+
+def _read_nifti(path: Path):
     import nibabel as nib
 
     img = nib.load(str(path))
@@ -117,14 +134,7 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     if suffix in (".nii", ".nii.gz"):
         if path.is_dir():
             raise VoxSegError(f"{path} is a folder; give a NIfTI file")
-        try:
-            array, voxel, _ = read_nifti(path)
-        except VoxSegError:
-            raise
-        except Exception as exc:  # nibabel raises its own kinds for damaged files
-            raise VoxSegError(f"{path.name} is not a readable NIfTI file "
-                              f"({type(exc).__name__}: {exc}); check that it was written "
-                              "completely") from None
+        array, voxel, _ = read_nifti(path)
         return array, voxel
     if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
         from .blocks import open_zarr_levels
@@ -221,8 +231,7 @@ def check_output_file(path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
-    if path.is_dir() and not (suffix == ".zarr" and any(
-            (path / n).is_file() for n in ("zarr.json", ".zarray", ".zgroup"))):
+    if path.is_dir() and not (suffix == ".zarr" and is_zarr_store(path)):
         raise VoxSegError(f"{path} is a folder; give a file name for the output")
     return path
 

@@ -232,9 +232,7 @@ def iter_blend(
 
     device = next(model.parameters()).device if device is None else resolve_device(device)
     model.to(device).eval()
-    # Regression values keep float32 on a CPU: bfloat16 has three significant digits.
-    amp = inference_dtype(device, "float32" if precision == "auto" and task == "regression"
-                          and device.type == "cpu" else precision)
+    amp = inference_dtype(device, precision, task)
     # On a GPU the blend sums are kept in float16 (half the memory); regression values, which
     # are not bounded like probabilities, and any sum that overflows are redone in float32.
     half = device.type == "cuda" and task != "regression"

@@ -33,6 +33,11 @@ class Target:
     scale: tuple[float, float] | None = None  # regression: (mean, std) of the known values
 
     @property
+    def scale_record(self) -> dict | None:
+        """``scale`` as config.json stores it (``target_scale``), and prediction reads it."""
+        return None if self.scale is None else {"mean": self.scale[0], "std": self.scale[1]}
+
+    @property
     def annotated(self) -> int:
         return int(np.count_nonzero(self.strata))
 

@@ -323,9 +323,7 @@ def iter_train(
     loss_fn = loss_fn.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
-    amp = inference_dtype(device, cfg.precision)
-    if task == "regression" and device.type == "cpu" and cfg.precision == "auto":
-        amp = None  # bfloat16 has three significant digits: too few for regression values
+    amp = inference_dtype(device, cfg.precision, task)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     old_threads = torch.get_num_threads()
     if cfg.num_threads:
@@ -375,8 +373,7 @@ def iter_train(
         began = time.perf_counter()
         result = run_to_end(iter_blend(
             model, normalized, task=task, depth=arch["depth"], patch_size=cfg.patch_size,
-            target_scale=None if target.scale is None else {"mean": target.scale[0],
-                                                            "std": target.scale[1]},
+            target_scale=target.scale_record,
             region=region, batch_size=cfg.batch_size, should_stop=should_stop,
             precision=cfg.precision))
         model.train()
@@ -490,8 +487,7 @@ def iter_train(
         "task": task,
         "loss": _loss_record(cfg),
         "classes": [{"id": i + 1, "name": str(n)} for i, n in enumerate(names)],
-        "target_scale": None if target.scale is None else {"mean": target.scale[0],
-                                                           "std": target.scale[1]},
+        "target_scale": target.scale_record,
         "normalization": {"method": "percentile", "low": cfg.percentiles[0],
                           "high": cfg.percentiles[1]},
         "patch_size": list(cfg.patch_size),
