@@ -64,6 +64,24 @@ def _floats(text: str, count: int, what: str) -> tuple[float, ...]:
     return values
 
 
+def _read_image(path, channel_axis: int | None):
+    """The image and its voxel size, channels first: as the file marks them, or moved from
+    ``channel_axis`` (for files that do not say, e.g. a .npy saved as Z, Y, X, C)."""
+    import numpy as np
+
+    from .core import read_volume
+    from .core.errors import VoxSegError
+
+    image, voxel = read_volume(path)
+    if channel_axis is not None:
+        if image.ndim != 4 or not -4 <= channel_axis < 4:
+            raise VoxSegError(f"--channel-axis {channel_axis}: {Path(path).name} has shape "
+                              f"{image.shape}; give the axis (0 to 3) of a 4D image that "
+                              "holds its channels")
+        image = np.moveaxis(image, channel_axis, 0)
+    return image, voxel
+
+
 def _names(text: str | None) -> list[str] | None:
     if not text:
         return None
@@ -89,7 +107,7 @@ def cmd_train(args) -> int:
         iterations=args.iterations, task=task or "multiclass", loss=loss,
         class_weights=args.class_weights, num_classes=args.classes, device=args.device,
         seed=args.seed, num_threads=args.threads, focal_gamma=args.focal_gamma,
-        precision=args.precision,
+        precision=args.precision, network=args.network,
         boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
         class_names=_names(args.class_names),
         **({"patch_size": tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))}
@@ -106,7 +124,7 @@ def cmd_train(args) -> int:
                           f"{config.task} task paint 0 where nothing is known")
     if args.boundary_from and config.loss != "boundary_ce":
         raise VoxSegError("--boundary-from is for --loss boundary_ce; drop it or use that loss")
-    image, voxel = read_volume(args.image)
+    image, voxel = _read_image(args.image, args.channel_axis)
     volumes = [read_volume(path)[0] for path in args.labels]
     labels = volumes if config.task == "multilabel" and len(volumes) > 1 else volumes[0]
     if config.task == "multilabel" and config.class_names is None and len(volumes) > 1:
@@ -127,6 +145,11 @@ def cmd_train(args) -> int:
     bar.close()
     for note in result.adjustments:
         print(f"note: {note}", file=sys.stderr)
+    arch = result.model.config["architecture"]
+    network = "2D U-Net, slice by slice" if arch["name"] == "unet2d" else (
+        "3D U-Net" + (", anisotropic pooling" if arch.get("strides") else ""))
+    print(f"network: {network}; patch {tuple(result.model.config['patch_size'])}; "
+          f"{arch['in_channels']} input channel(s)")
     if result.warning:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)
@@ -137,7 +160,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .core import VoxSegError, iter_predict, load_model, read_volume, write_volume
+    from .core import VoxSegError, iter_predict, load_model, write_volume
     from .core.files import check_output_file
 
     outputs = [args.out, args.probabilities, args.uncertainty]
@@ -149,10 +172,13 @@ def cmd_predict(args) -> int:
     for target in filter(None, outputs):
         check_output_file(target)  # fail now, not after the prediction
     model = load_model(args.model, device=args.device)
-    image, voxel = read_volume(args.image)
+    image, voxel = _read_image(args.image, args.channel_axis)
+    if args.voxel_size:
+        voxel = _floats(args.voxel_size, 3, "--voxel-size")
+    _warn_voxel_size(model, voxel, args.resample)
     bar = Progress("predict")
     gen = iter_predict(model, image, overlap=args.overlap, batch_size=args.batch_size,
-                       precision=args.precision,
+                       precision=args.precision, voxel_size=voxel, resample=args.resample,
                        probabilities=bool(args.probabilities),
                        uncertainty=bool(args.uncertainty))
     try:
@@ -173,9 +199,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _warn_voxel_size(model, voxel, resample: bool) -> None:
+    from .core.infer import voxel_mismatch
+
+    message = voxel_mismatch(model, voxel)
+    if message and resample:
+        print("note: the image's voxel size differs from the model's; predicting at the "
+              "model's voxel size and resampling the results back (--resample)",
+              file=sys.stderr)
+    elif message:
+        print(f"warning: {message} (add --resample)", file=sys.stderr)
+
+
 def _predict_blocks(args) -> int:
     """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
-    from .core import VoxSegError, load_model, read_volume
+    from .core import VoxSegError, load_model
     from .core.blocks import iter_predict_blocks, open_zarr
 
     for target in filter(None, (args.out, args.probabilities, args.uncertainty)):
@@ -183,11 +221,21 @@ def _predict_blocks(args) -> int:
             raise VoxSegError(f"{Path(target).name}: with a .zarr image or output, every output "
                               "is a zarr store; name them *.zarr")
     model = load_model(args.model, device=args.device)
+    if args.resample:
+        raise VoxSegError("--resample works on volumes in memory, not block-wise (.zarr); "
+                          "resample the volume first, or give a .tif/.npy/.nii.gz image and "
+                          "outputs")
     if Path(args.image).suffix.lower() == ".zarr":
         image = open_zarr(args.image)
         voxel = image.attrs.get("voxel_size") if hasattr(image, "attrs") else None
+        if args.channel_axis is not None:
+            raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
+                              "first (C, Z, Y, X) or says where they are (OME-Zarr)")
     else:
-        image, voxel = read_volume(args.image)
+        image, voxel = _read_image(args.image, args.channel_axis)
+    if args.voxel_size:
+        voxel = _floats(args.voxel_size, 3, "--voxel-size")
+    _warn_voxel_size(model, voxel, False)
     voxel = voxel or model.config.get("voxel_size")
     block = tuple(int(v) for v in _floats(args.block, 3, "--block")) if args.block else None
     client = None
@@ -288,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .core import TrainConfig
     from .core.device import DEVICES, PRECISIONS
     from .core.losses import TASKS, losses_for
-    from .core.train import FINE_TUNE_LR_FACTOR
+    from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
 
     parser = _Parser(prog="python -m napari_voxseg",
                      description="Train, apply and score 3D segmentation networks from strokes.")
@@ -332,8 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", default=None,
                    help="name1,name2,... (multilabel default: the label files' names)")
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--patch-size", default=None, help="Z,Y,X (default 32,48,48)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--network", default="auto", choices=NETWORKS,
+                   help="auto: a 2D U-Net applied slice by slice for stacks with fewer slices "
+                        "than a 3D patch, else a 3D U-Net whose pooling follows the voxel size; "
+                        "or 3d / 2d")
+    p.add_argument("--patch-size", default=None,
+                   help="Z,Y,X (default: 32,48,48 for isotropic voxels, flatter and wider for "
+                        "anisotropic ones, 1,128,128 for 2D)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 2 (3D) or 8 (2D)")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="the image's channel axis, for 4D files that do not say (e.g. 3 for "
+                        "a .npy saved as Z,Y,X,C); .tif/OME-TIFF/OME-Zarr channels are found")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--seed", type=int, default=0)
@@ -361,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", default=None,
                    help="Z,Y,X block size for block-wise prediction (.zarr in or out; default "
                         "about 16M voxels)")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="the image's channel axis, for 4D files that do not say")
+    p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
+    p.add_argument("--resample", action="store_true",
+                   help="when the image's voxel size differs from the model's, predict at the "
+                        "model's voxel size and resample the results back")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the blocks on a dask.distributed cluster (tcp://host:8786)")
     p.add_argument("--device", default="auto", choices=DEVICES)

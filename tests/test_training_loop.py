@@ -154,12 +154,12 @@ def test_region_prediction(small_volume):
 
 
 def test_tiles_meeting_a_region_come_from_the_one_grid():
-    grid = TileGrid.of((40, 100, 100), (16, 32, 32), depth=2, overlap=0.5)
+    grid = TileGrid.of((40, 100, 100), (16, 32, 32), divisor=(2, 2, 2), overlap=0.5)
     assert grid.starts[0] == (0, 8, 16, 24)
     corners = grid.tiles_meeting((slice(10, 11), slice(0, 100), slice(90, 100)))
     assert {c[0] for c in corners} == {0, 8} and {c[2] for c in corners} == {68}
     # A volume smaller than a tile gets one tile, shrunk to the network's multiple.
-    small = TileGrid.of((5, 20, 20), (16, 32, 32), depth=3, overlap=0.5)
+    small = TileGrid.of((5, 20, 20), (16, 32, 32), divisor=(4, 4, 4), overlap=0.5)
     assert small.patch == (8, 20, 20) and small.count() == 1
 
 

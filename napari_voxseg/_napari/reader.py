@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..core.files import READ_SUFFIXES, read_nifti, read_volume, stem_of, suffix_of
+from ..core.files import READ_SUFFIXES, read_nifti, read_volume_info, stem_of, suffix_of
 
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
 _LABEL_NAME = re.compile(r"label|mask|seg|stroke|annot|pred|truth|(^|[_\-. ])gt([_\-. ]|$)", re.I)
@@ -69,13 +69,24 @@ def read_layers(path):
         if suffix_of(p) in (".nii", ".nii.gz"):
             array, voxel_size, affine = read_nifti(p)
             meta = {"metadata": {"nifti_affine": affine.tolist()}}
+            info = {}
         else:
-            array, voxel_size = read_volume(p)
+            array, info = read_volume_info(p)
+            voxel_size = info["voxel_size"]
             meta = {}
         name = stem_of(p)
         meta["name"] = name
         if voxel_size is not None and array.ndim >= 3:
             meta["scale"] = (1.0,) * (array.ndim - 3) + tuple(voxel_size)
         kind = "labels" if array.dtype.kind in "iu" and _LABEL_NAME.search(name) else "image"
+        if kind == "image" and array.ndim == 4 and info.get("channel_axis") == 0:
+            # One Image layer per channel (napari's way), each (Z, Y, X) with the voxel size;
+            # VoxSeg trains on them together when they are chosen as channels.
+            meta["channel_axis"] = 0
+            names = info.get("channel_names") or [f"channel {c}"
+                                                  for c in range(array.shape[0])]
+            meta["name"] = [f"{name} {n}" for n in names]
+            if voxel_size is not None:
+                meta["scale"] = tuple(voxel_size)
         layers.append((array, meta, kind))
     return layers

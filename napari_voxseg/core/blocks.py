@@ -40,6 +40,7 @@ from .infer import (
     run_to_end,
     volume_bounds,
 )
+from .models import divisors
 
 # A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
 # take about 16M voxels x 24 bytes = 400 MB.
@@ -198,7 +199,7 @@ def predict_block(job: BlockJob, source, region, *, probabilities: bool, uncerta
 
     return run_to_end(iter_blend(
         model, None, read=read, spatial_shape=source.shape[1:], pad_value=job.pad_value,
-        task=config.get("task", "multiclass"), depth=arch["depth"],
+        task=config.get("task", "multiclass"), divisor=divisors(arch),
         patch_size=config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=job.overlap, batch_size=job.batch_size, device=job.device,
         probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,

@@ -21,7 +21,7 @@ from .device import resolve_device
 from .errors import VoxSegError
 from .files import recover_folder, replace_folder, sweep_leftovers, temporary_folder_beside
 from .losses import TASKS
-from .models import architecture_from, build_model
+from .models import architecture_from, build_model, divisors
 from .train import FORMAT, FORMAT_VERSION
 
 WEIGHTS = "model.safetensors"
@@ -139,9 +139,8 @@ def check_config(config) -> dict:
             and scale["std"] > 0):
         raise VoxSegError(f"config.json has a bad target_scale {scale!r}; save the model again")
     patch = _require(config, "patch_size", list)
-    divisor = 2 ** (arch["depth"] - 1)
-    if len(patch) != 3 or not all(isinstance(p, int) and p >= divisor and p % divisor == 0
-                                  and p <= 1024 for p in patch):
+    if len(patch) != 3 or not all(isinstance(p, int) and p >= d and p % d == 0 and p <= 1024
+                                  for p, d in zip(patch, divisors(arch))):
         raise VoxSegError(f"config.json has a bad patch_size {patch}; save the model again")
     norm = _require(config, "normalization", dict)
     low, high = norm.get("low"), norm.get("high")

@@ -36,7 +36,10 @@ def is_zarr_store(path: Path) -> bool:
 def stem_of(path) -> str:
     """The file name without its suffix (both parts of .nii.gz)."""
     name = Path(path).name
-    return name[: len(name) - len(suffix_of(path))] or name
+    stem = name[: len(name) - len(suffix_of(path))] or name
+    if suffix_of(path) in (".tif", ".tiff") and stem.lower().endswith(".ome"):
+        stem = stem[:-4] or stem
+    return stem
 
 
 def read_nifti(path: Path):
@@ -111,19 +114,76 @@ def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
     return (z, float(y), float(x))
 
 
-def _imagej_axes(array: np.ndarray, series) -> np.ndarray:
-    """Undo tifffile's squeeze for ImageJ files: keep Z (even of length 1), channels first."""
+def _imagej_axes(array: np.ndarray, series) -> tuple[np.ndarray, int | None]:
+    """Undo tifffile's squeeze for ImageJ files: keep Z (even of length 1), channels first;
+    and the channel axis (0) when there are channels."""
     axes, shape = series.get_axes(False), series.get_shape(False)
     keep = [(a, n) for a, n in zip(axes, shape) if a in "ZYX" or n > 1]
     array = array.reshape([n for _, n in keep])
     names = "".join(a for a, _ in keep)
     if "C" in names:
-        array = np.moveaxis(array, names.index("C"), 0)
-    return array
+        return np.moveaxis(array, names.index("C"), 0), 0
+    return array, None
+
+
+def _info(voxel_size, channel_axis=None, channel_names=None) -> dict:
+    return {"voxel_size": voxel_size, "channel_axis": channel_axis,
+            "channel_names": channel_names}
+
+
+def _ome_tiff(tif, path: Path) -> tuple[np.ndarray, dict]:
+    """An OME-TIFF's first image as (Z, Y, X) or (C, Z, Y, X), with the voxel size from
+    PhysicalSize{Z,Y,X} and the channel names; a time series is refused."""
+    import tifffile
+
+    series = tif.series[0]
+    axes, shape = series.get_axes(False), series.get_shape(False)
+    array = series.asarray().reshape(shape)
+    if "S" in axes and shape[axes.index("S")] > 1 and shape[axes.index("C")] == 1:
+        axes = axes.replace("C", "c").replace("S", "C")  # RGB samples are the channels
+    extra = [f"{a}={n}" for a, n in zip(axes, shape) if a not in "ZCYX" and n > 1]
+    if extra:
+        raise VoxSegError(f"{path.name} is a series ({', '.join(extra)} besides Z, C, Y, X; "
+                          "e.g. time points); voxseg segments one 3D volume: save one time "
+                          "point (e.g. in Fiji, Image > Duplicate) and open that")
+    keep = [i for i, a in enumerate(axes) if a in "ZCYX"]
+    array = array.reshape([shape[i] for i in keep])
+    names = "".join(axes[i] for i in keep)
+    array = np.moveaxis(array, [names.index(a) for a in "CZYX"], [0, 1, 2, 3])
+    info: dict = {"voxel_size": None, "channel_axis": None, "channel_names": None}
+    try:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        pixels = {}
+    sizes = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
+    if sizes[1] and sizes[2]:
+        voxel = (float(sizes[0] or 1.0), float(sizes[1]), float(sizes[2]))
+        if all(np.isfinite(v) and v > 0 for v in voxel):
+            info["voxel_size"] = voxel
+    if array.shape[0] == 1:
+        array = array[0]
+    else:
+        info["channel_axis"] = 0
+        channels = pixels.get("Channel", [])
+        channels = channels if isinstance(channels, list) else [channels]
+        found = [str(c.get("Name")) if isinstance(c, dict) and c.get("Name") else None
+                 for c in channels]
+        if len(found) == array.shape[0] and all(found):
+            info["channel_names"] = found
+    return array, info
 
 
 def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read one array and its voxel size (None when the file does not say)."""
+    array, info = read_volume_info(path)
+    return array, info["voxel_size"]
+
+
+def read_volume_info(path) -> tuple[np.ndarray, dict]:
+    """Read one array and what the file says about it: ``voxel_size`` (Z, Y, X) or None,
+    ``channel_axis`` (0 when the file marks the first axis as channels, else None) and
+    ``channel_names`` (or None). Channels always come first: (C, Z, Y, X)."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in READ_SUFFIXES + (".zarr",):
@@ -135,12 +195,16 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
         if path.is_dir():
             raise VoxSegError(f"{path} is a folder; give a NIfTI file")
         array, voxel, _ = read_nifti(path)
-        return array, voxel
+        return array, _info(voxel)
     if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
         from .blocks import open_zarr_levels
 
         levels, info = open_zarr_levels(path)
-        return np.asarray(levels[0]), info.get("voxel_size")
+        array = np.asarray(levels[0])
+        channel = info.get("channel_axis")
+        if channel is not None and array.ndim == 4:
+            array = np.moveaxis(array, channel, 0)
+        return array, _info(info.get("voxel_size"), 0 if channel is not None else None)
     if path.is_dir():
         raise VoxSegError(f"{path} is a folder; give a file ({', '.join(READ_SUFFIXES)})")
     try:
@@ -153,19 +217,22 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
             log.setLevel(logging.CRITICAL)  # setLevel, not .level =, so the level cache clears
             try:
                 with tifffile.TiffFile(path) as tif:
+                    if tif.is_ome:
+                        return _ome_tiff(tif, path)
                     array = tif.asarray()
                     voxel = _tiff_voxel_size(tif)
+                    channels = None
                     if tif.is_imagej:
-                        array = _imagej_axes(array, tif.series[0])
+                        array, channels = _imagej_axes(array, tif.series[0])
             finally:
                 log.setLevel(level)
-            return array, voxel
+            return array, _info(voxel, channels)
         if suffix == ".npy":
             with open(path, "rb") as f:
                 if f.read(6) != b"\x93NUMPY":
                     raise VoxSegError(f"{path.name} is not a readable .npy file (no NumPy "
                                       "header); save it with np.save")
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, allow_pickle=False), _info(None)
         with np.load(path, allow_pickle=False) as npz:
             keys = [k for k in npz.files if k != "voxel_size"]
             if len(keys) != 1:
@@ -177,7 +244,7 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
                 v = np.asarray(npz["voxel_size"], dtype=float).ravel()
                 if v.size == 3 and np.isfinite(v).all() and (v > 0).all():
                     voxel = tuple(float(x) for x in v)
-            return array, voxel
+            return array, _info(voxel)
     except VoxSegError:
         raise
     except ValueError as exc:

@@ -21,6 +21,7 @@ import torch
 from .data import check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
+from .models import divisors
 
 # Tiles overlap by a quarter: on the sample, 2.4x faster than by half with the same Dice
 # (0.995 / 0.925 / 0.949 against 0.994 / 0.929 / 0.927; benchmarks/predict_speed.py).
@@ -102,12 +103,14 @@ class TileGrid:
     starts: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
     @classmethod
-    def of(cls, shape: Sequence[int], patch_size: Sequence[int], depth: int, overlap: float):
+    def of(cls, shape: Sequence[int], patch_size: Sequence[int], divisor: Sequence[int],
+           overlap: float):
+        """``divisor``: what the network needs each tile size to be a multiple of (Z, Y, X),
+        see :func:`~.models.divisors`."""
         if not 0 <= overlap < 1:
             raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
-        divisor = 2 ** (depth - 1)
-        patch = tuple(max(divisor, min(int(p), -(-int(s) // divisor) * divisor))
-                      for p, s in zip(patch_size, shape))
+        patch = tuple(max(d, min(int(p), -(-int(s) // d) * d))
+                      for p, s, d in zip(patch_size, shape, divisor))
         starts = tuple(tuple(tile_starts(max(int(s), p), p, overlap))
                        for s, p in zip(shape, patch))
         return cls(tuple(int(s) for s in shape), patch, starts)
@@ -152,6 +155,8 @@ def iter_predict(
     tile_size: Sequence[int] | None = None,
     region: Sequence[slice] | None = None,
     precision: str = "auto",
+    voxel_size: Sequence[float] | None = None,
+    resample: bool = False,
 ) -> Generator[PredictEvent, None, PredictResult]:
     """Predict a whole volume tile by tile; yield a :class:`PredictEvent` per batch of tiles.
 
@@ -161,14 +166,28 @@ def iter_predict(
     results of the block's shape (equal to that block of the whole prediction).
     ``precision``: ``auto`` runs the network in float16 on CUDA and in bfloat16 on a CPU with
     native bfloat16 (Intel AMX, AVX512-BF16), else float32; blending is always float32.
+
+    ``resample`` with the image's ``voxel_size``: when it differs from the voxel size the model
+    was trained at (see :func:`voxel_mismatch`), the image is resampled (trilinear) to the
+    model's voxel size, predicted there, and the probabilities (or values) resampled back, so
+    the results have the image's shape. Not with ``region``.
     """
     config = model.config
     arch = config["architecture"]
     image = check_image(image, channels=arch["in_channels"])
     norm = config["normalization"]
     volume = normalize(image, norm["low"], norm["high"])
+    factors = resample_factors(config.get("voxel_size"), voxel_size) if resample else None
+    if factors is not None:
+        if region is not None:
+            raise VoxSegError("a region cannot be predicted with resampling; predict the "
+                              "whole volume, or leave resampling off")
+        return (yield from _iter_predict_resampled(
+            model, volume, factors, overlap=overlap, batch_size=batch_size, device=device,
+            probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,
+            tile_size=tile_size, precision=precision))
     result = yield from iter_blend(
-        model, volume, task=config.get("task", "multiclass"), depth=arch["depth"],
+        model, volume, task=config.get("task", "multiclass"), divisor=divisors(arch),
         patch_size=tile_size or config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=overlap, batch_size=batch_size, device=device,
         probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,
@@ -176,12 +195,85 @@ def iter_predict(
     return result
 
 
+# Voxel sizes that differ by less than this fraction on every axis count as the same.
+VOXEL_TOLERANCE = 0.1
+
+
+def _voxel(values) -> tuple[float, float, float] | None:
+    try:
+        voxel = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if len(voxel) != 3 or not all(math.isfinite(v) and v > 0 for v in voxel):
+        return None
+    return voxel
+
+
+def resample_factors(model_voxel, image_voxel) -> tuple[float, float, float] | None:
+    """How much to scale each axis of an image of ``image_voxel`` to the model's voxel size;
+    None when either is unknown or they agree within :data:`VOXEL_TOLERANCE`."""
+    model_voxel, image_voxel = _voxel(model_voxel or ()), _voxel(image_voxel or ())
+    if model_voxel is None or image_voxel is None:
+        return None
+    factors = tuple(i / m for i, m in zip(image_voxel, model_voxel))
+    if all(abs(f - 1) <= VOXEL_TOLERANCE for f in factors):
+        return None
+    return factors
+
+
+def voxel_mismatch(model: torch.nn.Module, voxel_size) -> str | None:
+    """A one-line warning when ``voxel_size`` differs from the one ``model`` was trained at
+    (the network then sees every object at another size), else None."""
+    model_voxel = model.config.get("voxel_size")
+    if resample_factors(model_voxel, voxel_size) is None:
+        return None
+    show = lambda v: "x".join(f"{float(x):g}" for x in v)  # noqa: E731
+    return (f"the image's voxel size {show(voxel_size)} differs from the {show(model_voxel)} "
+            "the model was trained at, so objects look larger or smaller to it than in "
+            "training; resample to the model's voxel size")
+
+
+def _resize(array: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Trilinear resize of a ``(C, Z, Y, X)`` float tensor to the spatial ``shape``, a channel
+    at a time (less memory)."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(array.shape[1:]) == shape:
+        return array
+    out = torch.empty((array.shape[0], *shape), dtype=torch.float32)
+    for c in range(array.shape[0]):
+        out[c] = torch.nn.functional.interpolate(
+            array[c][None, None].float(), size=shape, mode="trilinear",
+            align_corners=False)[0, 0]
+    return out
+
+
+def _iter_predict_resampled(model, volume, factors, *, probabilities, uncertainty, **kwargs):
+    """Predict at the model's voxel size (see :func:`iter_predict`)."""
+    config = model.config
+    task = config.get("task", "multiclass")
+    shape = volume.shape[1:]
+    scaled = tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))
+    resized = _resize(torch.from_numpy(volume), scaled).numpy()
+    arch = config["architecture"]
+    result = yield from iter_blend(
+        model, resized, task=task, divisor=divisors(arch),
+        patch_size=kwargs.pop("tile_size") or config["patch_size"],
+        target_scale=config.get("target_scale"), probabilities=task != "regression", **kwargs)
+    if result.cancelled:
+        return result
+    if task == "regression":
+        values = _resize(torch.from_numpy(result.values[None]), shape)[0]
+        return PredictResult(labels=None, values=values.numpy(), task=task)
+    probs = _resize(torch.from_numpy(result.probabilities), shape)
+    return _finish(probs, torch.ones(shape), task, None, probabilities, uncertainty)
+
+
 def iter_blend(
     model: torch.nn.Module,
     volume,
     *,
     task: str,
-    depth: int,
+    divisor: Sequence[int],
     patch_size: Sequence[int],
     target_scale: dict | None = None,
     region: Sequence[slice] | None = None,
@@ -214,7 +306,7 @@ def iter_blend(
 
         def read(slices):
             return volume[(slice(None), *slices)]
-    grid = TileGrid.of(spatial_shape, patch_size, depth, overlap)
+    grid = TileGrid.of(spatial_shape, patch_size, divisor, overlap)
     region = concrete(region, spatial_shape)
     corners = grid.tiles_meeting(region)
     patch = grid.patch

@@ -1,14 +1,21 @@
-"""The 3D U-Net, built from a small JSON-able config.
+"""The U-Nets (3D, and 2D applied slice by slice), built from a small JSON-able config.
 
 Config keys (all have defaults, see :data:`DEFAULT_ARCHITECTURE`): ``name`` (a key of
 :data:`MODELS`), ``in_channels``, ``num_classes`` (output channels: one per class, or 1 for
 regression), ``base_channels`` (features at full resolution, doubled at each level), ``depth``
-(number of resolution levels) and ``norm`` (``instance``, ``batch`` or ``group``).
+(number of resolution levels), ``norm`` (``instance``, ``batch`` or ``group``), and for
+anisotropic voxels ``strides`` (per level below the first, the (Z, Y, X) downsampling, 1 or 2)
+and ``kernels`` (per level, the (Z, Y, X) convolution size, 1 or 3); None = 2 and 3 on every
+axis. :func:`plan_pooling` chooses them from the voxel size as nnU-Net does.
+
+``unet2d`` is the same network built of 2D layers and applied to each slice on its own (the
+slices folded into the batch), trained on one-slice patches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,24 +29,35 @@ DEFAULT_ARCHITECTURE = {
     "base_channels": 16,
     "depth": 3,
     "norm": "instance",
+    "strides": None,
+    "kernels": None,
 }
+# A Z voxel at least this many times longer than the finest axis is not convolved across
+# (kernel 1) nor downsampled until the finer axes have been pooled to within this factor.
+ANISOTROPY_FACTOR = 2.0
 
 _NORMS = {
-    "instance": lambda c: nn.InstanceNorm3d(c, affine=True),
-    "batch": nn.BatchNorm3d,
-    "group": lambda c: nn.GroupNorm(min(8, c), c),
+    "instance": lambda c, dims: (nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d)(
+        c, affine=True),
+    "batch": lambda c, dims: (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(c),
+    "group": lambda c, dims: nn.GroupNorm(min(8, c), c),
 }
+_CONV = {3: (nn.Conv3d, nn.ConvTranspose3d), 2: (nn.Conv2d, nn.ConvTranspose2d)}
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3x3 convolutions, each followed by a norm and a LeakyReLU."""
+    """Two convolutions (3x3x3, or 3x3 in 2D, by default), each followed by a norm and a
+    LeakyReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str):
+    def __init__(self, in_channels: int, out_channels: int, norm: str,
+                 kernel: tuple[int, ...] = (3, 3, 3)):
         layers = []
+        dims = len(kernel)
+        padding = tuple(k // 2 for k in kernel)
         for c_in in (in_channels, out_channels):
             layers += [
-                nn.Conv3d(c_in, out_channels, 3, padding=1, bias=False),
-                _NORMS[norm](out_channels),
+                _CONV[dims][0](c_in, out_channels, kernel, padding=padding, bias=False),
+                _NORMS[norm](out_channels, dims),
                 nn.LeakyReLU(0.01, inplace=True),
             ]
         super().__init__(*layers)
@@ -48,27 +66,31 @@ class ConvBlock(nn.Sequential):
 class UNet3D(nn.Module):
     """A 3D U-Net: strided-conv downsampling, transposed-conv upsampling, skip connections.
 
-    ``forward`` takes ``(N, C, Z, Y, X)`` with each spatial size divisible by ``2 ** (depth - 1)``
-    and returns logits ``(N, num_classes, Z, Y, X)``.
+    ``forward`` takes ``(N, C, Z, Y, X)`` with each spatial size divisible by the matching
+    entry of ``divisors(...)`` (``2 ** (depth - 1)`` on every axis by default) and returns
+    logits ``(N, num_classes, Z, Y, X)``. ``strides`` / ``kernels``: see the module docstring.
     """
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
-                 depth: int = 3, norm: str = "instance"):
+                 depth: int = 3, norm: str = "instance", strides=None, kernels=None):
         super().__init__()
+        strides, kernels = _resolved(depth, strides, kernels)
+        conv, transposed = _CONV[len(kernels[0])]
         widths = [base_channels * 2**level for level in range(depth)]
-        self.stem = ConvBlock(in_channels, widths[0], norm)
+        self.stem = ConvBlock(in_channels, widths[0], norm, kernels[0])
         self.down = nn.ModuleList()
         self.encoders = nn.ModuleList()
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            self.down.append(nn.Conv3d(c_in, c_in, 2, stride=2))
-            self.encoders.append(ConvBlock(c_in, c_out, norm))
+        for level, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            self.down.append(conv(c_in, c_in, strides[level], stride=strides[level]))
+            self.encoders.append(ConvBlock(c_in, c_out, norm, kernels[level + 1]))
         self.up = nn.ModuleList()
         self.decoders = nn.ModuleList()
-        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1]):
-            self.up.append(nn.ConvTranspose3d(c_in, c_out, 2, stride=2))
-            self.decoders.append(ConvBlock(2 * c_out, c_out, norm))
-        self.head = nn.Conv3d(widths[0], num_classes, 1)
-        self.divisor = 2 ** (depth - 1)
+        for level, (c_in, c_out) in zip(range(depth - 2, -1, -1),
+                                        zip(widths[:0:-1], widths[-2::-1])):
+            self.up.append(transposed(c_in, c_out, strides[level], stride=strides[level]))
+            self.decoders.append(ConvBlock(2 * c_out, c_out, norm, kernels[level]))
+        self.head = conv(widths[0], num_classes, 1)
+        self.divisor = tuple(math.prod(s[a] for s in strides) for a in range(len(kernels[0])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
@@ -80,7 +102,89 @@ class UNet3D(nn.Module):
         return self.head(x)
 
 
-MODELS = {"unet3d": UNet3D}
+class UNet2D(UNet3D):
+    """A 2D U-Net (2D convolutions) applied to each slice on its own: ``forward`` takes and
+    returns ``(N, C, Z, Y, X)`` like the 3D one, the slices folded into the batch, so no
+    convolution mixes slices. For stacks with fewer slices than a 3D patch."""
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
+                 depth: int = 3, norm: str = "instance", strides=None, kernels=None):
+        super().__init__(in_channels, num_classes, base_channels, depth, norm,
+                         [[2, 2]] * (depth - 1), [[3, 3]] * depth)
+        self.divisor = (1, *self.divisor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, z, y, x_ = x.shape
+        slices = x.permute(0, 2, 1, 3, 4).reshape(n * z, c, y, x_)
+        out = super().forward(slices)
+        return out.reshape(n, z, out.shape[1], y, x_).permute(0, 2, 1, 3, 4)
+
+
+MODELS = {"unet3d": UNet3D, "unet2d": UNet2D}
+
+
+def _resolved(depth: int, strides, kernels):
+    """Strides (depth - 1 triples) and kernels (depth triples), defaults filled in."""
+    strides = [[2, 2, 2]] * (depth - 1) if strides is None else strides
+    kernels = [[3, 3, 3]] * depth if kernels is None else kernels
+    return [tuple(int(v) for v in s) for s in strides], [tuple(int(v) for v in k)
+                                                         for k in kernels]
+
+
+def _slice_wise(depth: int):
+    """The 2D network's strides and kernels, as (Z, Y, X) triples."""
+    return [[1, 2, 2]] * (depth - 1), [[1, 3, 3]] * depth
+
+
+def plan_pooling(voxel_size: Sequence[float] | None, depth: int):
+    """nnU-Net's rule for anisotropic voxels: ``(strides, kernels)`` for a U-Net of ``depth``
+    levels, or ``(None, None)`` (2 and 3 everywhere) when the voxels are near isotropic.
+
+    At each level, an axis whose voxels are at least :data:`ANISOTROPY_FACTOR` times longer
+    than the finest is neither convolved across (kernel 1) nor downsampled; the others are,
+    which doubles their voxel size, so the coarse axis joins once the others catch up. Voxels
+    4x longer in Z give kernels (1,3,3), (1,3,3), (3,3,3) and strides (1,2,2), (1,2,2): the
+    third level sees voxels of equal size on every axis."""
+    if voxel_size is None:
+        return None, None
+    spacing = [float(v) for v in voxel_size]
+    if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
+        return None, None
+    strides, kernels = [], []
+    for level in range(depth):
+        finest = min(spacing)
+        coarse = [v / finest >= ANISOTROPY_FACTOR * (1 - 1e-6) for v in spacing]
+        kernels.append([1 if c else 3 for c in coarse])
+        if level < depth - 1:
+            stride = [1 if c else 2 for c in coarse]
+            strides.append(stride)
+            spacing = [v * s for v, s in zip(spacing, stride)]
+    if all(s == [2, 2, 2] for s in strides) and all(k == [3, 3, 3] for k in kernels):
+        return None, None
+    return strides, kernels
+
+
+def divisors(architecture: Mapping) -> tuple[int, int, int]:
+    """What each spatial size of the network's input must be a multiple of (Z, Y, X)."""
+    depth = int(architecture.get("depth", DEFAULT_ARCHITECTURE["depth"]))
+    if architecture.get("name") == "unet2d":
+        strides = _slice_wise(depth)[0]
+    else:
+        strides, _ = _resolved(depth, architecture.get("strides"), None)
+    return tuple(math.prod(int(s[a]) for s in strides) for a in range(3))
+
+
+def _check_triples(arch: dict, key: str, count: int, allowed: set) -> None:
+    value = arch[key]
+    if value is None:
+        return
+    if not (isinstance(value, (list, tuple)) and len(value) == count and all(
+            isinstance(t, (list, tuple)) and len(t) == 3 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v in allowed for v in t)
+            for t in value)):
+        raise VoxSegError(f"architecture {key} = {value!r}; it must be {count} triples "
+                          f"(Z, Y, X) of {' or '.join(map(str, sorted(allowed)))}")
+    arch[key] = [list(t) for t in value]
 
 
 def architecture_from(config: Mapping | None = None, **overrides) -> dict:
@@ -100,6 +204,8 @@ def architecture_from(config: Mapping | None = None, **overrides) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise VoxSegError(f"architecture {key} = {value!r}; it must be a whole number "
                               f"from {low} to {high}")
+    _check_triples(arch, "strides", arch["depth"] - 1, {1, 2})
+    _check_triples(arch, "kernels", arch["depth"], {1, 3})
     return arch
 
 

@@ -27,7 +27,7 @@ from .device import PRECISIONS, inference_dtype, resolve_device
 from .errors import VoxSegError
 from .infer import iter_blend, run_to_end
 from .losses import LOSSES, build_loss, check_task, resolve_loss, short_name
-from .models import architecture_from, build_model
+from .models import architecture_from, build_model, divisors, plan_pooling
 from .sampling import PatchSampler
 from .targets import boundary_weight_map, prepare_target
 
@@ -44,8 +44,14 @@ class TrainConfig:
     """Everything that decides a training run. JSON-able; stored in the saved model."""
 
     iterations: int = 300
-    batch_size: int = 2
-    patch_size: tuple[int, int, int] = (32, 48, 48)
+    # None: planned by plan_config from the volume and its voxel size (2 for the 3D network,
+    # 8 one-slice patches for the 2D one; (32, 48, 48) for isotropic voxels, flatter and
+    # wider for anisotropic ones, (1, 128, 128) for 2D).
+    batch_size: int | None = None
+    patch_size: tuple[int, int, int] | None = None
+    # auto: the 2D U-Net (slice by slice) for stacks with fewer slices than the 3D patch,
+    # else the 3D U-Net, its pooling planned from the voxel size; or 3d / 2d.
+    network: str = "auto"
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     task: str = "multiclass"  # multiclass | multilabel | regression
@@ -88,8 +94,13 @@ class TrainConfig:
                     math.isfinite(value) and low <= value <= high):
                 raise VoxSegError(f"{key.replace('_', ' ')} = {value!r}; give a number from {low} "
                                   f"to {high}, e.g. {example}")
+        if cfg.network not in NETWORKS:
+            raise VoxSegError(f"unknown network {cfg.network!r}; choose one of "
+                              f"{', '.join(NETWORKS)}")
         for key, low in (("iterations", 1), ("batch_size", 1)):
             value = getattr(cfg, key)
+            if key == "batch_size" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise VoxSegError(f"{key} = {value!r}; give a whole number >= {low}")
         if cfg.iterations > 1_000_000:
@@ -98,15 +109,80 @@ class TrainConfig:
         if not (isinstance(cfg.learning_rate, (int, float)) and 0 < cfg.learning_rate < 1):
             raise VoxSegError(f"learning rate {cfg.learning_rate!r} must be between 0 and 1, "
                               "e.g. 0.003")
-        cfg.patch_size = tuple(int(p) for p in cfg.patch_size)
-        divisor = 2 ** (cfg.depth - 1)
-        if len(cfg.patch_size) != 3 or any(p < divisor or p % divisor for p in cfg.patch_size):
-            raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X), each "
-                              f"a multiple of {divisor} for a network of depth {cfg.depth}")
-        if math.prod(cfg.patch_size) * cfg.batch_size > 256**3:
-            raise VoxSegError(f"patch size {cfg.patch_size} x batch {cfg.batch_size} is too large "
-                              "to train; use patches of at most 128 voxels a side")
+        if not isinstance(cfg.depth, int) or not 1 <= cfg.depth <= 6:
+            raise VoxSegError(f"depth = {cfg.depth!r}; give a whole number from 1 to 6")
+        if cfg.patch_size is not None:
+            try:
+                cfg.patch_size = tuple(int(p) for p in cfg.patch_size)
+            except (TypeError, ValueError):
+                raise VoxSegError(f"patch size {cfg.patch_size!r} must be three whole numbers "
+                                  "(Z, Y, X)") from None
+            if len(cfg.patch_size) != 3 or min(cfg.patch_size) < 1:
+                raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X) "
+                                  "of at least 1")
+            if math.prod(cfg.patch_size) * (cfg.batch_size or 1) > 256**3:
+                raise VoxSegError(f"patch size {cfg.patch_size} x batch {cfg.batch_size or 1} "
+                                  "is too large to train; use patches of at most 128 voxels "
+                                  "a side")
         return cfg
+
+
+NETWORKS = ("auto", "3d", "2d")
+# The 3D patch for isotropic voxels and the 2D (one-slice) patch; batch sizes to match.
+PATCH_3D, PATCH_2D = (32, 48, 48), (1, 128, 128)
+BATCH_3D, BATCH_2D = 2, 8
+
+
+def plan_config(config: TrainConfig, spatial_shape: Sequence[int],
+                voxel_size: Sequence[float] | None = None, *,
+                architecture: dict | None = None) -> tuple[TrainConfig, dict]:
+    """Resolve what :class:`TrainConfig` leaves to the data: the network (auto: 2D for a
+    stack with fewer slices than the 3D patch), its pooling for the voxel size (see
+    :func:`~.models.plan_pooling`), the patch and the batch size. Returns the config with
+    ``network``, ``patch_size`` and ``batch_size`` filled in, and the architecture's
+    ``name``/``strides``/``kernels``. ``architecture``: a model's, when fine-tuning it (its
+    network is kept). :class:`VoxSegError` when a given patch does not fit the network."""
+    cfg = dataclasses.replace(config)
+    shape = tuple(int(s) for s in spatial_shape)
+    if architecture is not None:
+        network = "2d" if architecture.get("name") == "unet2d" else "3d"
+        layout = {k: architecture.get(k) for k in ("name", "strides", "kernels")}
+    else:
+        strides, kernels = plan_pooling(voxel_size, cfg.depth)
+        network = cfg.network
+        if network == "auto":
+            patch_3d = cfg.patch_size or _anisotropic_patch(voxel_size, strides, cfg.depth)
+            network = "2d" if shape[0] < patch_3d[0] else "3d"
+        layout = ({"name": "unet2d", "strides": None, "kernels": None} if network == "2d" else
+                  {"name": "unet3d", "strides": strides, "kernels": kernels})
+    divisor = divisors({**layout, "depth": cfg.depth})
+    if cfg.patch_size is None:
+        planned = PATCH_2D if network == "2d" else _anisotropic_patch(
+            voxel_size, layout["strides"], cfg.depth)
+        # No bigger than the volume (rounded up to what the network needs).
+        cfg.patch_size = tuple(max(d, min(p, -(-s // d) * d))
+                               for p, s, d in zip(planned, shape, divisor))
+    elif any(p < d or p % d for p, d in zip(cfg.patch_size, divisor)):
+        what = "the 2D network" if network == "2d" else f"a network of depth {cfg.depth}"
+        raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X), "
+                          f"multiples of {divisor} for {what}")
+    if cfg.batch_size is None:
+        cfg.batch_size = BATCH_2D if network == "2d" else BATCH_3D
+    cfg.network = network
+    return cfg, layout
+
+
+def _anisotropic_patch(voxel_size, strides, depth: int) -> tuple[int, int, int]:
+    """The isotropic 3D patch, made flatter along coarse axes and wider along fine ones so
+    that it covers a less lopsided piece of space, with about as many voxels."""
+    divisor = divisors({"name": "unet3d", "strides": strides, "depth": depth})
+    if voxel_size is None or strides is None:
+        return tuple(max(d, p // d * d) for p, d in zip(PATCH_3D, divisor))
+    finest = min(voxel_size)
+    shape = [p * finest / v for p, v in zip(PATCH_3D, voxel_size)]
+    grow = (math.prod(PATCH_3D) / math.prod(shape)) ** (1 / 3)
+    return tuple(max(d, min(128, int(round(s * grow / d)) * d))
+                 for s, d in zip(shape, divisor))
 
 
 @dataclass
@@ -188,16 +264,16 @@ def _loss_record(cfg: TrainConfig) -> dict:
     return record
 
 
-def _smaller(batch: int, patch: Sequence[int], divisor: int):
+def _smaller(batch: int, patch: Sequence[int], divisor: Sequence[int]):
     """After running out of GPU memory: half the batch, or at batch 1 half the patch's longest
-    axis (a multiple of ``divisor``); None when neither can shrink."""
+    axis that can be halved (to a multiple of its ``divisor``); None when nothing can shrink."""
     if batch > 1:
         return batch // 2, tuple(patch)
-    axis = max(range(3), key=lambda a: patch[a])
-    half = (patch[axis] // 2) // divisor * divisor
-    if half < divisor:
-        return None
-    return 1, tuple(half if a == axis else p for a, p in enumerate(patch))
+    for axis in sorted(range(3), key=lambda a: -patch[a]):
+        half = (patch[axis] // 2) // divisor[axis] * divisor[axis]
+        if half >= divisor[axis]:
+            return 1, tuple(half if a == axis else p for a, p in enumerate(patch))
+    return None
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
@@ -254,11 +330,19 @@ def iter_train(
     elif model is not None:  # fine-tune: the model's network and intensity normalization
         arch = model.config["architecture"]
         norm = model.config.get("normalization", {})
+        config = config or TrainConfig()
         config = dataclasses.replace(
-            config or TrainConfig(), depth=arch["depth"], base_channels=arch["base_channels"],
+            config, depth=arch["depth"], base_channels=arch["base_channels"],
+            patch_size=config.patch_size or tuple(model.config["patch_size"]),
             percentiles=(norm.get("low", DEFAULT_PERCENTILES[0]),
                          norm.get("high", DEFAULT_PERCENTILES[1])))
     cfg = (config or TrainConfig()).checked()
+    if voxel_size is not None:
+        voxel_size = tuple(voxel_size)
+        if len(voxel_size) != 3 or not all(
+                isinstance(v, (int, float, np.number)) and math.isfinite(v) and v > 0
+                for v in voxel_size):
+            raise VoxSegError(f"voxel size {voxel_size} must be 3 positive numbers (Z, Y, X)")
     task = cfg.task
     if model is not None:
         model_task = model.config.get("task", "multiclass")
@@ -267,6 +351,8 @@ def iter_train(
                               f"task {model_task} or train a new model")
     channels = model.config["architecture"]["in_channels"] if model is not None else None
     image = check_image(image, channels=channels)
+    cfg, layout = plan_config(cfg, image.shape[1:], voxel_size, architecture=None
+                              if model is None else model.config["architecture"])
     known_classes = model.config["architecture"]["num_classes"] if model is not None else None
     if known_classes is not None and task == "multiclass" and not cfg.num_classes:
         strokes = np.asarray(labels)
@@ -285,8 +371,6 @@ def iter_train(
     loss_fn = build_loss(cfg.loss, class_weights=weights, task=task,
                          focal_gamma=cfg.focal_gamma)
     device = resolve_device(cfg.device)
-    if voxel_size is not None and len(tuple(voxel_size)) != 3:
-        raise VoxSegError(f"voxel size {tuple(voxel_size)} must have 3 values (Z, Y, X)")
     boundary = None
     if loss_fn.uses_voxel_weights:
         if boundary_reference is not None:
@@ -302,7 +386,7 @@ def iter_train(
 
     if model is None:
         arch = architecture_from(in_channels=image.shape[0], num_classes=num_classes,
-                                 base_channels=cfg.base_channels, depth=cfg.depth)
+                                 base_channels=cfg.base_channels, depth=cfg.depth, **layout)
         torch.manual_seed(cfg.seed)
         model = build_model(arch)
         previous_steps = 0
@@ -324,6 +408,10 @@ def iter_train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     amp = inference_dtype(device, cfg.precision, task)
+    if amp == torch.bfloat16 and cfg.patch_size[0] == 1 and arch["name"] != "unet2d":
+        # PyTorch 2.13's CPU bfloat16 Conv3d backward crashes (segfault) on inputs one slice
+        # deep; such patches (a 3D network forced onto a one-slice stack) train in float32.
+        amp = None
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     old_threads = torch.get_num_threads()
     if cfg.num_threads:
@@ -372,7 +460,7 @@ def iter_train(
         region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, image.shape[1:]))
         began = time.perf_counter()
         result = run_to_end(iter_blend(
-            model, normalized, task=task, depth=arch["depth"], patch_size=cfg.patch_size,
+            model, normalized, task=task, divisor=divisors(arch), patch_size=cfg.patch_size,
             target_scale=target.scale_record,
             region=region, batch_size=cfg.batch_size, should_stop=should_stop,
             precision=cfg.precision))
@@ -422,7 +510,7 @@ def iter_train(
                     optimizer.zero_grad(set_to_none=True)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                    smaller = _smaller(cfg.batch_size, cfg.patch_size, 2 ** (arch["depth"] - 1))
+                    smaller = _smaller(cfg.batch_size, cfg.patch_size, divisors(arch))
                     if smaller is None:
                         raise VoxSegError(
                             "the GPU ran out of memory even for one patch of "
