@@ -145,11 +145,10 @@ def cmd_train(args) -> int:
     bar.close()
     for note in result.adjustments:
         print(f"note: {note}", file=sys.stderr)
-    arch = result.model.config["architecture"]
-    network = "2D U-Net, slice by slice" if arch["name"] == "unet2d" else (
-        "3D U-Net" + (", anisotropic pooling" if arch.get("strides") else ""))
-    print(f"network: {network}; patch {tuple(result.model.config['patch_size'])}; "
-          f"{arch['in_channels']} input channel(s)")
+    from .core.models import describe_network
+
+    print(f"network: {describe_network(result.model.config)}; patch "
+          f"{tuple(result.model.config['patch_size'])}")
     if result.warning:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)
@@ -161,6 +160,7 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from .core import VoxSegError, iter_predict, load_model, write_volume
+    from .core.data import check_image
     from .core.files import check_output_file
 
     outputs = [args.out, args.probabilities, args.uncertainty]
@@ -175,7 +175,8 @@ def cmd_predict(args) -> int:
     image, voxel = _read_image(args.image, args.channel_axis)
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    _warn_voxel_size(model, voxel, args.resample)
+    image = check_image(image, channels=model.config["architecture"]["in_channels"])
+    _warn_voxel_size(model, voxel, args.resample)  # only for an image the model can take
     bar = Progress("predict")
     gen = iter_predict(model, image, overlap=args.overlap, batch_size=args.batch_size,
                        precision=args.precision, voxel_size=voxel, resample=args.resample,
@@ -386,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 3d / 2d")
     p.add_argument("--patch-size", default=None,
                    help="Z,Y,X (default: 32,48,48 for isotropic voxels, flatter and wider for "
-                        "anisotropic ones, 1,128,128 for 2D)")
+                        "anisotropic ones, 1,48,48 for 2D)")
     p.add_argument("--batch-size", type=int, default=None, help="default 2 (3D) or 8 (2D)")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="the image's channel axis, for 4D files that do not say (e.g. 3 for "

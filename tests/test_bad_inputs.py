@@ -5,6 +5,7 @@ checkpoint, files, blocks), so both see the same messages."""
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 from conftest import run_cli, snapshot
 
@@ -40,6 +41,10 @@ def _bad_inputs(d, model):
     write_volume(d / "three_classes.npy", three)
 
     zarr.open_array(str(d / "image.zarr"), mode="w", shape=(16, 32, 32), dtype="float32")[:] = 1
+    image, _ = read_volume(d / "image.tif")
+    write_volume(d / "two_channels.tif", np.stack([image, image]))
+    tifffile.imwrite(d / "movie.ome.tif", np.zeros((3, 4, 8, 8), np.uint8), ome=True,
+                     metadata={"axes": "TZYX"})
     if not (d / "reg_model").exists():
         image, _ = read_volume(d / "image.tif")
         reg = train(image, image * 2, TrainConfig(iterations=2, task="regression",
@@ -115,6 +120,19 @@ def _bad_inputs(d, model):
                                        d / "no_model"], "does not exist", out),
         ("fine-tune with another task", ["train", img, d / "nan_target.npy", "--out", out,
                                          "--init", model, *reg], "regression", out),
+        ("unknown network", ["train", img, strokes, "--out", out, "--network", "4d"],
+         "invalid choice", out),
+        ("patch not a multiple", ["train", img, strokes, "--out", out, "--patch-size",
+                                  "16,30,30"], "multiples of", out),
+        ("channel axis of a 3D image", ["train", img, strokes, "--out", out,
+                                        "--channel-axis", "0"], "--channel-axis", out),
+        ("wrong channel count for the model", ["predict", model, d / "two_channels.tif",
+                                               "--out", d / "p.tif"], "channel(s)",
+         d / "p.tif"),
+        ("resample block-wise", ["predict", model, d / "image.zarr", "--out", d / "p.zarr",
+                                 "--resample"], "--resample", d / "p.zarr"),
+        ("OME-TIFF time series", ["predict", model, d / "movie.ome.tif", "--out",
+                                  d / "p.tif"], "series", d / "p.tif"),
         ("fine-tune with more classes", ["train", img, d / "three_classes.npy", "--out", out,
                                          "--init", model], "classes", out),
     ]

@@ -39,7 +39,13 @@ from magicgui.widgets import (
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import (
+    Notification,
+    notification_manager,
+    show_error,
+    show_info,
+    show_warning,
+)
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
@@ -59,11 +65,15 @@ from ..core import (
 )
 from ..core.blocks import iter_predict_blocks
 from ..core.device import DEVICES
+from ..core.infer import voxel_mismatch
 from ..core.losses import LOSSES, losses_for, resolve_loss
+from ..core.models import describe_network
 from ..core.targets import prepare_target
-from ..core.train import FINE_TUNE_LR_FACTOR, PreviewEvent
+from ..core.train import FINE_TUNE_LR_FACTOR, PreviewEvent, plan_config
 from .curve import LossCurve
 
+NETWORK_CHOICES = [("auto: 2D for thin stacks", "auto"), ("3D U-Net", "3d"),
+                   ("2D U-Net, slice by slice", "2d")]
 TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
                 ("regression", "regression")]
 # Multi-label layers: 1 = absent (grey in annotations, hidden in predictions), 2 = present.
@@ -159,10 +169,10 @@ def _train_job(job: _Job, image, labels, config, voxel_size, model=None, outputs
         job.done.set()
 
 
-def _predict_job(job: _Job, model, image, **outputs):
+def _predict_job(job: _Job, model, image, **kwargs):
     try:
         prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set,
-                                             **outputs)
+                                             **kwargs)
         return None, prediction
     finally:
         job.done.set()
@@ -280,6 +290,10 @@ class VoxSegWidget(Container):
         self.previews: list[dict] = []  # live previews shown during the last run
 
         self.image_choice = ComboBox(label="Image", choices=self._image_layers)
+        self.channels = Select(label="More channels", choices=self._channel_layers,
+                               tooltip="Other image layers of the same shape (e.g. the other "
+                                       "channels of the acquisition), given to the network "
+                                       "together with the image as input channels")
         self.task = ComboBox(label="Task", choices=TASK_CHOICES, value="multiclass",
                              tooltip="multi-class: each voxel one class; multi-label: classes "
                                      "may overlap, one annotation layer per class (1 = absent, "
@@ -311,6 +325,10 @@ class VoxSegWidget(Container):
         self.learning_rate = LineEdit(label="Learning rate", value=str(TrainConfig.learning_rate),
                                       tooltip="Fine-tune starts at "
                                               f"{FINE_TUNE_LR_FACTOR:g} x this rate")
+        self.network = ComboBox(label="Network", choices=NETWORK_CHOICES, value="auto",
+                                tooltip="auto: a 2D U-Net applied slice by slice when the "
+                                        "stack has fewer slices than a 3D patch, else a 3D "
+                                        "U-Net whose pooling follows the voxel size (scale)")
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.preview_every = SpinBox(label="Preview every (s)", value=5, min=0, max=600,
                                      tooltip="While training, predict the region in view this "
@@ -338,7 +356,12 @@ class VoxSegWidget(Container):
         self.want_uncertainty = CheckBox(text="Uncertainty", value=False,
                                          tooltip="Also show where the network is unsure: the "
                                                  "entropy of the probabilities, 0 to 1")
-        self.outputs = Container(widgets=[self.want_probabilities, self.want_uncertainty],
+        self.resample = CheckBox(text="Resample", value=False,
+                                 tooltip="When the image's voxel size (layer scale) differs "
+                                         "from the model's, predict at the model's voxel size "
+                                         "and resample the results back")
+        self.outputs = Container(widgets=[self.want_probabilities, self.want_uncertainty,
+                                          self.resample],
                                  layout="horizontal", labels=False)
         self.outputs.margins = (0, 0, 0, 0)
         self.predict_button = PushButton(text="Predict with model",
@@ -349,10 +372,11 @@ class VoxSegWidget(Container):
         self.load_button = PushButton(text="Load model...")
         self.model_info = Label(label="Model", value="none")
         self.extend([
-            self.image_choice, self.task, self.labels_choice, self.multi_labels,
+            self.image_choice, self.channels, self.task, self.labels_choice, self.multi_labels,
             self.target_choice, self.mask_choice, self.new_labels_button, self.classes,
             self.loss, self.focal_gamma, self.boundary_choice, self.weights, self.weights_info,
-            self.iterations, self.learning_rate, self.device, self.preview_every,
+            self.iterations, self.learning_rate, self.network, self.device,
+            self.preview_every,
             self.ground_truth, self.buttons, self.progress, self.status, self.outputs,
             self.predict_button, self.save_button, self.load_button, self.model_info,
         ])
@@ -378,6 +402,8 @@ class VoxSegWidget(Container):
         self.save_button.changed.connect(self._save_clicked)
         self.load_button.changed.connect(self._load_clicked)
         self.task.changed.connect(self._task_changed)
+        self.image_choice.changed.connect(self.channels.reset_choices)
+        self.channels.native.setMaximumHeight(64)
         self.loss.changed.connect(self._show_task_widgets)
         for widget in (self.labels_choice, self.multi_labels, self.weights, self.classes):
             widget.changed.connect(self._watch_annotations)
@@ -399,6 +425,35 @@ class VoxSegWidget(Container):
 
     def _image_layers(self, _widget=None):
         return self._layers_of(napari.layers.Image)
+
+    def _channel_layers(self, _widget=None):
+        """Image layers that can join the chosen image as channels: same spatial shape."""
+        image = self.image_choice.value if hasattr(self, "image_choice") else None
+        if image is None:
+            return []
+        shape = tuple(image.data.shape[-3:])
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, napari.layers.Image) and layer is not image
+                and not layer.rgb and not layer.multiscale
+                and tuple(layer.data.shape[-3:]) == shape and layer.data.ndim in (3, 4)]
+
+    def _input_image(self, image_layer, channels: int | None = None):
+        """The image and the chosen extra channels, as one float32 (C, Z, Y, X) array.
+        ``channels``: the count a model takes (checked, with advice)."""
+        extra = [layer for layer in (self.channels.value or []) if layer is not image_layer]
+        parts = [check_image(layer.data, name=layer.name) for layer in [image_layer, *extra]]
+        for layer, part in zip(extra, parts[1:]):
+            if part.shape[1:] != parts[0].shape[1:]:
+                raise VoxSegError(f"channel layer {layer.name} has shape {part.shape[1:]}, not "
+                                  f"the image's {parts[0].shape[1:]}; choose layers of the "
+                                  "same shape under 'More channels'")
+        image = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if channels is not None and image.shape[0] != channels:
+            raise VoxSegError(f"the model takes {channels} channel(s) but {image_layer.name}"
+                              f"{' with the chosen channels' if extra else ''} has "
+                              f"{image.shape[0]}; choose {channels} channel(s) in all (the "
+                              "image plus 'More channels')")
+        return image
 
     def _labels_layers(self, _widget=None):
         return self._layers_of(napari.layers.Labels)
@@ -532,7 +587,8 @@ class VoxSegWidget(Container):
                            class_weights=self.weights.value if task != "regression" else "none",
                            num_classes=(int(self.classes.value) or None)
                            if task == "multiclass" else None,
-                           class_names=class_names, device=str(device), num_threads=threads)
+                           class_names=class_names, device=str(device), num_threads=threads,
+                           network=self.network.value)
 
     def _input_name(self) -> str | None:
         layer = {"multiclass": self.labels_choice.value,
@@ -608,7 +664,9 @@ class VoxSegWidget(Container):
             image_layer = self.image_choice.value
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
-            image = check_image(image_layer.data, name=image_layer.name)
+            channels = (self.model.config["architecture"]["in_channels"] if fine_tune
+                        else None)
+            image = self._input_image(image_layer, channels)
             inputs = self._training_inputs()
             device = resolve_device(self.device.value)
             config = self._form_config(device, class_names=inputs.names)
@@ -648,7 +706,8 @@ class VoxSegWidget(Container):
             if self.task.value != resume.config.task:
                 raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
                                   f"back to {resume.config.task}, or press Train for a new one")
-            image = check_image(image_layer.data, name=image_layer.name)
+            image = self._input_image(image_layer,
+                                      self.model.config["architecture"]["in_channels"])
             inputs = self._training_inputs()
         except VoxSegError as exc:
             self._notify_error(str(exc))
@@ -658,9 +717,19 @@ class VoxSegWidget(Container):
 
     def _start_training(self, image_layer, inputs: _Inputs, image, config, *,
                         first_step: int = 0) -> None:
-        job = _Job("train", image_layer, [image_layer, *inputs.layers])
+        job = _Job("train", image_layer, [image_layer, *(self.channels.value or []),
+                                          *inputs.layers])
         job.copy_strokes, job.live_layers = inputs.copy_strokes, inputs.live_layers
-        job.patch, job.first_step = config.patch_size, first_step
+        scale, _ = _spatial(image_layer)
+        model = inputs.kwargs.get("model")
+        try:  # the patch the run will use (for the previews' region)
+            job.patch = plan_config(config, image.shape[1:], tuple(scale), architecture=None
+                                    if model is None else model.config["architecture"]
+                                    )[0].patch_size
+        except VoxSegError as exc:
+            self._notify_error(str(exc))
+            return
+        job.first_step = first_step
         job.class_names = inputs.names
         for layer in job.live_layers:
             layer.events.paint.connect(self._strokes_changed)
@@ -668,7 +737,6 @@ class VoxSegWidget(Container):
         self.previews = []
         if first_step == 0:
             self.curve.clear()
-        scale, _ = _spatial(image_layer)
         self._start(job, config.iterations, _train_job, job, image, inputs.labels, config,
                     tuple(scale), preview_every=float(self.preview_every.value) or math.inf,
                     outputs=self._extra_outputs_for(config.task), **inputs.kwargs)
@@ -689,20 +757,49 @@ class VoxSegWidget(Container):
             if image_layer is None:
                 raise VoxSegError("no image layer: open a volume first")
             extra = self._extra_outputs()
+            voxel = tuple(float(v) for v in image_layer.scale[-3:])
+            resample = bool(self.resample.value)
             data = image_layer.data[0] if image_layer.multiscale else image_layer.data
-            if not isinstance(data, np.ndarray):  # dask, zarr...: never loaded whole
+            lazy = not isinstance(data, np.ndarray)
+            channels = self.model.config["architecture"]["in_channels"]
+            if lazy and resample and voxel_mismatch(self.model, voxel):
+                raise VoxSegError("resampling works on images in memory, and this one is "
+                                  "lazy (zarr/dask); untick Resample, or resample the volume "
+                                  "first")
+            if lazy and not self.channels.value:  # dask, zarr...: never loaded whole
+                self._warn_voxel_size(voxel)
                 job = _Job("predict", image_layer, [image_layer])
                 self._start(job, 0, _predict_blocks_job, job, self.model, data,
-                            _scratch_store(image_layer.name), tuple(image_layer.scale[-3:]),
-                            **extra)
+                            _scratch_store(image_layer.name), voxel, **extra)
                 return
-            image = check_image(data, name=image_layer.name,
-                                channels=self.model.config["architecture"]["in_channels"])
+            image = self._input_image(image_layer, channels)
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
-        job = _Job("predict", image_layer, [image_layer])
-        self._start(job, 0, _predict_job, job, self.model, image, **extra)
+        if not resample:
+            self._warn_voxel_size(voxel)
+        job = _Job("predict", image_layer, [image_layer, *(self.channels.value or [])])
+        self._start(job, 0, _predict_job, job, self.model, image, voxel_size=voxel,
+                    resample=resample, **extra)
+
+    def _warn_voxel_size(self, voxel) -> None:
+        """Tell the user when the image's voxel size is not the model's, with a button that
+        predicts again resampled."""
+        message = voxel_mismatch(self.model, voxel)
+        if not message:
+            return
+        lazy = not isinstance(self.image_choice.value.data, np.ndarray)
+
+        def resample_and_predict(_notification=None):
+            self.resample.value = True
+            if not self.running:
+                self.predict()
+
+        notification = Notification(f"{message} (tick Resample)", severity="warning",
+                                    actions=() if lazy else [("Resample",
+                                                              resample_and_predict)])
+        notification_manager.dispatch(notification)
+        self.status.value = "voxel size differs from the model's; see the notification"
 
     def _extra_outputs(self) -> dict:
         return self._extra_outputs_for(self.model.config.get("task", "multiclass"))
@@ -877,7 +974,8 @@ class VoxSegWidget(Container):
             self.model = result.model
             self._resume = result.resume
             self.model_info.value = (f"trained {result.steps} steps, best loss "
-                                     f"{result.best_loss:.4f}")
+                                     f"{result.best_loss:.4f}; "
+                                     f"{describe_network(result.model.config)}")
         if job is not None and job.abandon.is_set():
             self.status.value = "stopped: a layer it used was removed; the model is kept"
             return
@@ -1066,7 +1164,8 @@ class VoxSegWidget(Container):
         self._set_running(False)
         names = ", ".join(c.get("name", "?") for c in model.config["classes"])
         task = model.config.get("task", "multiclass")
-        self.model_info.value = f"{Path(path).name} ({task}): {names}"
+        self.model_info.value = f"{Path(path).name} ({task}): {names}; " \
+            f"{describe_network(model.config)}"
         self.task.value = task
         if task == "multiclass":
             self.classes.value = model.config["architecture"]["num_classes"]

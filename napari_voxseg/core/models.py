@@ -214,3 +214,19 @@ def build_model(architecture: Mapping) -> nn.Module:
     arch = architecture_from(architecture)
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     return MODELS[arch["name"]](**kwargs)
+
+
+def describe_network(config: Mapping) -> str:
+    """A model config's network in a few words: '3D U-Net (anisotropic pooling), 2 channels,
+    voxel 2x0.5x0.5'."""
+    arch = config["architecture"]
+    if arch.get("name") == "unet2d":
+        text = "2D U-Net, slice by slice"
+    else:
+        text = "3D U-Net" + (" (anisotropic pooling)" if arch.get("strides") else "")
+    channels = arch.get("in_channels", 1)
+    text += f", {channels} channel{'s' if channels != 1 else ''}"
+    voxel = config.get("voxel_size")
+    if voxel:
+        text += ", voxel " + "x".join(f"{float(v):g}" for v in voxel)
+    return text
