@@ -145,3 +145,73 @@ def test_truncated_files_are_explained(tmp_path, array, suffix, cut):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 200, 3)])
 def test_thin_volumes_are_accepted(shape):
     assert check_image(np.ones(shape, np.uint8)).shape == (1, *shape)
+
+
+# ---- NIfTI, zarr and OME-TIFF (issue 6's formats) ---------------------------------------------
+VOLUMES = hnp.arrays(st.sampled_from([np.uint8, np.int16, np.uint16, np.float32, np.float64]),
+                     hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=6),
+                     elements={"min_value": 0, "max_value": 200})
+VOXELS = st.tuples(*[st.floats(0.05, 20.0)] * 3)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=600), suffix=st.sampled_from([".nii", ".nii.gz"]))
+def test_nifti_reader_explains_any_bytes(tmp_path, data, suffix):
+    from napari_voxseg._napari.reader import napari_get_reader
+
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(data)
+    try:
+        read_volume(path)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc)
+    reader = napari_get_reader(str(path))  # the napari hook never raises
+    if reader is not None:
+        try:
+            reader(str(path))
+        except VoxSegError as exc:
+            assert "\n" not in str(exc)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(array=VOLUMES, voxel=VOXELS, suffix=st.sampled_from([".nii", ".nii.gz", ".zarr"]),
+       cut=st.floats(0.0, 1.0))
+def test_nifti_and_zarr_round_trip_and_damage_is_explained(tmp_path, array, voxel, suffix,
+                                                           cut):
+    path = write_volume(tmp_path / f"v{suffix}", array, voxel)
+    back, voxel_back = read_volume(path)
+    np.testing.assert_array_equal(back, array)
+    np.testing.assert_allclose(voxel_back, voxel, rtol=1e-5)
+    # Damage it: cut the file, or for a store its metadata.
+    meta = path / "zarr.json" if path.is_dir() else path
+    full = meta.read_bytes()
+    meta.write_bytes(full[: int(len(full) * cut)])
+    try:
+        read_volume(path)
+    except VoxSegError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(channels=st.integers(1, 3), z=st.integers(1, 4), yx=st.tuples(st.integers(1, 6),
+                                                                     st.integers(2, 6)),
+       order=st.sampled_from(["ZCYX", "CZYX"]), voxel=VOXELS,
+       dtype=st.sampled_from([np.uint8, np.uint16, np.float32]))
+def test_ome_tiff_any_channel_layout(tmp_path, channels, z, yx, order, voxel, dtype):
+    import tifffile
+
+    from napari_voxseg.core.files import read_volume_info
+
+    czyx = (np.arange(channels * z * yx[0] * yx[1]) % 200).astype(dtype).reshape(
+        channels, z, *yx)
+    stored = czyx if order == "CZYX" else np.moveaxis(czyx, 0, 1)
+    tifffile.imwrite(tmp_path / "v.ome.tif", stored, ome=True, photometric="minisblack",
+                     metadata={"axes": order, "PhysicalSizeZ": voxel[0],
+                               "PhysicalSizeY": voxel[1], "PhysicalSizeX": voxel[2]})
+    array, info = read_volume_info(tmp_path / "v.ome.tif")
+    np.testing.assert_array_equal(array, czyx if channels > 1 else czyx[0])
+    assert info["channel_axis"] == (0 if channels > 1 else None)
+    np.testing.assert_allclose(info["voxel_size"], voxel, rtol=1e-5)

@@ -8,3 +8,7 @@ class VoxSegError(ValueError):
     and exits with code 2; the widget shows it as a napari notification. Anything else that escapes
     is a bug in napari-voxseg.
     """
+
+    def __init__(self, message: str = ""):
+        # Messages quote other libraries' errors, which may span lines: keep it to one line.
+        super().__init__(" ".join(str(message).split()))
