@@ -723,9 +723,10 @@ class VoxSegWidget(Container):
         scale, _ = _spatial(image_layer)
         model = inputs.kwargs.get("model")
         try:  # the patch the run will use (for the previews' region)
-            job.patch = plan_config(config, image.shape[1:], tuple(scale), architecture=None
-                                    if model is None else model.config["architecture"]
-                                    )[0].patch_size
+            if model is None:
+                job.patch = plan_config(config, image.shape[1:], tuple(scale))[0].patch_size
+            else:  # fine-tuning keeps the model's patch unless told otherwise
+                job.patch = tuple(config.patch_size or model.config["patch_size"])
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return
