@@ -768,7 +768,7 @@ class VoxSegWidget(Container):
                                   "lazy (zarr/dask); untick Resample, or resample the volume "
                                   "first")
             if lazy and not self.channels.value:  # dask, zarr...: never loaded whole
-                self._warn_voxel_size(voxel)
+                self._warn_voxel_size(voxel, offer_resample=False)
                 job = _Job("predict", image_layer, [image_layer])
                 self._start(job, 0, _predict_blocks_job, job, self.model, data,
                             _scratch_store(image_layer.name), voxel, **extra)
@@ -778,18 +778,17 @@ class VoxSegWidget(Container):
             self._notify_error(str(exc))
             return
         if not resample:
-            self._warn_voxel_size(voxel)
+            self._warn_voxel_size(voxel, offer_resample=not lazy)
         job = _Job("predict", image_layer, [image_layer, *(self.channels.value or [])])
         self._start(job, 0, _predict_job, job, self.model, image, voxel_size=voxel,
                     resample=resample, **extra)
 
-    def _warn_voxel_size(self, voxel) -> None:
+    def _warn_voxel_size(self, voxel, *, offer_resample: bool) -> None:
         """Tell the user when the image's voxel size is not the model's, with a button that
-        predicts again resampled."""
+        predicts again resampled (``offer_resample``: for images in memory)."""
         message = voxel_mismatch(self.model, voxel)
         if not message:
             return
-        lazy = not isinstance(self.image_choice.value.data, np.ndarray)
 
         def resample_and_predict(_notification=None):
             self.resample.value = True
@@ -797,8 +796,8 @@ class VoxSegWidget(Container):
                 self.predict()
 
         notification = Notification(f"{message} (tick Resample)", severity="warning",
-                                    actions=() if lazy else [("Resample",
-                                                              resample_and_predict)])
+                                    actions=[("Resample", resample_and_predict)]
+                                    if offer_resample else ())
         notification_manager.dispatch(notification)
         self.status.value = "voxel size differs from the model's; see the notification"
 

@@ -177,22 +177,31 @@ def iter_predict(
     image = check_image(image, channels=arch["in_channels"])
     norm = config["normalization"]
     volume = normalize(image, norm["low"], norm["high"])
+    task = config.get("task", "multiclass")
     factors = resample_factors(config.get("voxel_size"), voxel_size) if resample else None
+    shape = volume.shape[1:]
     if factors is not None:
         if region is not None:
             raise VoxSegError("a region cannot be predicted with resampling; predict the "
                               "whole volume, or leave resampling off")
-        return (yield from _iter_predict_resampled(
-            model, volume, factors, overlap=overlap, batch_size=batch_size, device=device,
-            probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,
-            tile_size=tile_size, precision=precision))
+        scaled = tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))
+        volume = _resize(torch.from_numpy(volume), scaled).numpy()
     result = yield from iter_blend(
-        model, volume, task=config.get("task", "multiclass"), divisor=divisors(arch),
+        model, volume, task=task, divisor=divisors(arch),
         patch_size=tile_size or config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=overlap, batch_size=batch_size, device=device,
-        probabilities=probabilities, uncertainty=uncertainty, should_stop=should_stop,
+        # Resampled: the probabilities (or values) go back to the image's grid, and the
+        # labels and uncertainty are made from them there.
+        probabilities=probabilities or (factors is not None and task != "regression"),
+        uncertainty=uncertainty and factors is None, should_stop=should_stop,
         precision=precision)
-    return result
+    if factors is None or result.cancelled:
+        return result
+    if task == "regression":
+        values = _resize(torch.from_numpy(result.values[None]), shape)[0]
+        return PredictResult(labels=None, values=values.numpy(), task=task)
+    probs = _resize(torch.from_numpy(result.probabilities), shape)
+    return _finish(probs, torch.ones(shape), task, None, probabilities, uncertainty)
 
 
 # Voxel sizes that differ by less than this fraction on every axis count as the same.
@@ -245,27 +254,6 @@ def _resize(array: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
             array[c][None, None].float(), size=shape, mode="trilinear",
             align_corners=False)[0, 0]
     return out
-
-
-def _iter_predict_resampled(model, volume, factors, *, probabilities, uncertainty, **kwargs):
-    """Predict at the model's voxel size (see :func:`iter_predict`)."""
-    config = model.config
-    task = config.get("task", "multiclass")
-    shape = volume.shape[1:]
-    scaled = tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))
-    resized = _resize(torch.from_numpy(volume), scaled).numpy()
-    arch = config["architecture"]
-    result = yield from iter_blend(
-        model, resized, task=task, divisor=divisors(arch),
-        patch_size=kwargs.pop("tile_size") or config["patch_size"],
-        target_scale=config.get("target_scale"), probabilities=task != "regression", **kwargs)
-    if result.cancelled:
-        return result
-    if task == "regression":
-        values = _resize(torch.from_numpy(result.values[None]), shape)[0]
-        return PredictResult(labels=None, values=values.numpy(), task=task)
-    probs = _resize(torch.from_numpy(result.probabilities), shape)
-    return _finish(probs, torch.ones(shape), task, None, probabilities, uncertainty)
 
 
 def iter_blend(

@@ -90,7 +90,7 @@ class UNet3D(nn.Module):
             self.up.append(transposed(c_in, c_out, strides[level], stride=strides[level]))
             self.decoders.append(ConvBlock(2 * c_out, c_out, norm, kernels[level]))
         self.head = conv(widths[0], num_classes, 1)
-        self.divisor = tuple(math.prod(s[a] for s in strides) for a in range(len(kernels[0])))
+        self.divisor = _stride_product(strides, len(kernels[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
@@ -110,8 +110,8 @@ class UNet2D(UNet3D):
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
                  depth: int = 3, norm: str = "instance", strides=None, kernels=None):
         super().__init__(in_channels, num_classes, base_channels, depth, norm,
-                         [[2, 2]] * (depth - 1), [[3, 3]] * depth)
-        self.divisor = (1, *self.divisor)
+                         _strides_2d(depth), [[3, 3]] * depth)
+        self.divisor = (1, *self.divisor)  # slices are never pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, z, y, x_ = x.shape
@@ -131,9 +131,14 @@ def _resolved(depth: int, strides, kernels):
                                                          for k in kernels]
 
 
-def _slice_wise(depth: int):
-    """The 2D network's strides and kernels, as (Z, Y, X) triples."""
-    return [[1, 2, 2]] * (depth - 1), [[1, 3, 3]] * depth
+def _strides_2d(depth: int):
+    """The 2D network's strides, (Y, X) pairs."""
+    return [[2, 2]] * (depth - 1)
+
+
+def _stride_product(strides, axes: int) -> tuple[int, ...]:
+    """How much the network downsamples each of its ``axes``: the product of its strides."""
+    return tuple(math.prod(int(s[a]) for s in strides) for a in range(axes))
 
 
 def plan_pooling(voxel_size: Sequence[float] | None, depth: int):
@@ -168,10 +173,9 @@ def divisors(architecture: Mapping) -> tuple[int, int, int]:
     """What each spatial size of the network's input must be a multiple of (Z, Y, X)."""
     depth = int(architecture.get("depth", DEFAULT_ARCHITECTURE["depth"]))
     if architecture.get("name") == "unet2d":
-        strides = _slice_wise(depth)[0]
-    else:
-        strides, _ = _resolved(depth, architecture.get("strides"), None)
-    return tuple(math.prod(int(s[a]) for s in strides) for a in range(3))
+        return (1, *_stride_product(_strides_2d(depth), 2))
+    strides, _ = _resolved(depth, architecture.get("strides"), None)
+    return _stride_product(strides, 3)
 
 
 def _check_triples(arch: dict, key: str, count: int, allowed: set) -> None:

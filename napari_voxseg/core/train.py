@@ -149,17 +149,18 @@ def plan_config(config: TrainConfig, spatial_shape: Sequence[int],
     if architecture is not None:
         network = "2d" if architecture.get("name") == "unet2d" else "3d"
         layout = {k: architecture.get(k) for k in ("name", "strides", "kernels")}
+        patch_3d = None
     else:
         strides, kernels = plan_pooling(voxel_size, cfg.depth)
+        patch_3d = _anisotropic_patch(voxel_size, strides, cfg.depth)
         network = cfg.network
         if network == "auto":
-            patch_3d = cfg.patch_size or _anisotropic_patch(voxel_size, strides, cfg.depth)
-            network = "2d" if shape[0] < patch_3d[0] else "3d"
+            network = "2d" if shape[0] < (cfg.patch_size or patch_3d)[0] else "3d"
         layout = ({"name": "unet2d", "strides": None, "kernels": None} if network == "2d" else
                   {"name": "unet3d", "strides": strides, "kernels": kernels})
     divisor = divisors({**layout, "depth": cfg.depth})
     if cfg.patch_size is None:
-        planned = PATCH_2D if network == "2d" else _anisotropic_patch(
+        planned = PATCH_2D if network == "2d" else patch_3d or _anisotropic_patch(
             voxel_size, layout["strides"], cfg.depth)
         # No bigger than the volume (rounded up to what the network needs).
         cfg.patch_size = tuple(max(d, min(p, -(-s // d) * d))
