@@ -94,7 +94,9 @@ def cmd_train(args) -> int:
     from .core.errors import VoxSegError
     from .core.train import FINE_TUNE_LR_FACTOR
 
-    out = check_model_folder(args.out)  # fail now, not after minutes of training
+    inputs = [args.image, *args.labels, args.mask, args.boundary_from, args.init]
+    # fail now, not after minutes of training
+    out = check_model_folder(args.out, inputs=inputs, overwrite=args.overwrite)
     model = load_model(args.init, device=args.device) if args.init else None
     task, loss, learning_rate = args.task, args.loss, args.learning_rate
     if model is not None:  # fine-tune: the model's task and loss unless told otherwise
@@ -152,7 +154,7 @@ def cmd_train(args) -> int:
     if result.warning:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)
-    save_model(result.model, out)
+    save_model(result.model, out, overwrite=args.overwrite)
     print(f"saved model to {out} ({result.steps} steps, best smoothed loss "
           f"{result.best_loss:.4f} at step {result.best_step}, {result.elapsed:.0f} s)")
     return 0
@@ -161,16 +163,18 @@ def cmd_train(args) -> int:
 def cmd_predict(args) -> int:
     from .core import VoxSegError, iter_predict, load_model, write_volume
     from .core.data import check_image
-    from .core.files import check_output_file
+    from .core.outputs import check_outputs
 
     outputs = [args.out, args.probabilities, args.uncertainty]
+    # before any work: no output over an input, over another output, or (without
+    # --overwrite) over an existing file
+    check_outputs([(p, None) for p in outputs], inputs=[args.model, args.image],
+                  overwrite=args.overwrite)
     if any(Path(p).suffix.lower() == ".zarr" for p in filter(None, [args.image, *outputs])):
         return _predict_blocks(args)
     if args.scheduler:
         raise VoxSegError("--scheduler runs block-wise prediction, which reads and writes "
                           ".zarr; give a .zarr image or .zarr outputs")
-    for target in filter(None, outputs):
-        check_output_file(target)  # fail now, not after the prediction
     model = load_model(args.model, device=args.device)
     image, voxel = _read_image(args.image, args.channel_axis)
     if args.voxel_size:
@@ -191,11 +195,11 @@ def cmd_predict(args) -> int:
     bar.close()
     voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
                       else None)
-    write_volume(args.out, result.output, voxel)
+    write_volume(args.out, result.output, voxel, overwrite=args.overwrite)
     if args.probabilities:
-        write_volume(args.probabilities, result.probabilities, voxel)
+        write_volume(args.probabilities, result.probabilities, voxel, overwrite=args.overwrite)
     if args.uncertainty:
-        write_volume(args.uncertainty, result.uncertainty, voxel)
+        write_volume(args.uncertainty, result.uncertainty, voxel, overwrite=args.overwrite)
     _report(args.out, result, model)
     return 0
 
@@ -256,7 +260,8 @@ def _predict_blocks(args) -> int:
         gen = iter_predict_blocks(model, image, args.out, probabilities=args.probabilities,
                                   uncertainty=args.uncertainty, block_shape=block,
                                   overlap=args.overlap, batch_size=args.batch_size,
-                                  voxel_size=voxel, client=client, precision=args.precision)
+                                  voxel_size=voxel, client=client, precision=args.precision,
+                                  overwrite=args.overwrite)
         while True:
             event = next(gen)
             bar.update(event.done, event.total)
@@ -350,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
                         "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
                         "2 = present; regression: the float target")
-    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--out", required=True,
+                   help="model folder to write: a new name or an empty folder (an earlier "
+                        "voxseg model only with --overwrite; any other folder is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier model folder that voxseg wrote")
     p.add_argument("--task", default=None, choices=TASKS,
                    help="default multiclass (with --init: the model's task)")
     p.add_argument("--init", default=None, metavar="MODEL",
@@ -406,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder")
     p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
     p.add_argument("--out", required=True, help="labels file to write (1..K)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never an input; a .zarr folder only "
+                        "if voxseg wrote it)")
     p.add_argument("--probabilities", default=None, help="also write (K, Z, Y, X) probabilities")
     p.add_argument("--uncertainty", default=None,
                    help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "

@@ -270,3 +270,58 @@ def test_bad_input_through_the_widget(form, messages):
         assert before.keys() == after.keys(), name
         for key in before:
             np.testing.assert_array_equal(before[key], after[key], err_msg=name)
+
+
+# ---- outputs that would destroy data ----------------------------------------------------
+def _output_cases(d, model, mine):
+    """(name, arguments, working folder, fragment of the message): outputs over the user's
+    inputs or folders, refused with or without --overwrite."""
+    img, strokes, scan = d / "image.tif", d / "strokes.tif", mine / "scan.zarr"
+    fit = ["--iterations", "2", "--patch-size", "8,16,16"]
+    return [
+        ("model into a user's folder", ["train", img, strokes, "--out", mine, *fit], None,
+         "not a voxseg model"),
+        ("model into the current folder", ["train", img, strokes, "--out", ".", *fit], mine,
+         "not a voxseg model"),
+        ("model over the image", ["train", img, strokes, "--out", img, *fit], None,
+         "is the input"),
+        ("model over the model it fine-tunes", ["train", img, strokes, "--out", model,
+                                                "--init", model, *fit], None, "is the input"),
+        ("prediction over the zarr image", ["predict", model, scan, "--out", scan], None,
+         "is the input"),
+        ("prediction over the image", ["predict", model, img, "--out", img], None,
+         "is the input"),
+        ("probabilities over the image", ["predict", model, img, "--out", mine / "p.tif",
+                                          "--probabilities", img], None, "is the input"),
+        ("prediction into the model", ["predict", model, img, "--out", model / "p.tif"], None,
+         "lies inside the input"),
+        ("prediction into the zarr image", ["predict", model, scan, "--out",
+                                            scan / "p.zarr"], None, "lies inside the input"),
+        ("prediction over a zarr store voxseg did not write",
+         ["predict", model, img, "--out", mine / "other.zarr"], None, "that voxseg wrote"),
+    ]
+
+
+def test_outputs_over_inputs_are_refused(files, trained, tmp_path):
+    from test_outputs import tree
+
+    mine = tmp_path / "mydata"
+    mine.mkdir()
+    (mine / "raw.tif").write_bytes(b"a day of work")
+    for name in ("scan.zarr", "other.zarr"):
+        zarr.open_array(str(mine / name), mode="w", shape=(16, 32, 32), dtype="float32")[:] = 1
+    before = (tree(files), tree(mine))
+    cases = _output_cases(files, trained, mine)
+    for name, args, cwd, fragment in cases:
+        for extra in ([], ["--overwrite"]):
+            proc = run_cli(*args, *extra, cwd=cwd)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2, (name, extra, proc.stderr)
+            assert len(lines) == 1 and fragment in lines[0], (name, lines)
+            assert "Traceback" not in proc.stderr, name
+    assert (tree(files), tree(mine)) == before
+    # Without --overwrite an existing file is refused too: the strokes are not an input of
+    # predict, but they are the user's.
+    proc = run_cli("predict", trained, files / "image.tif", "--out", files / "strokes.tif")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert tree(files) == before[0]

@@ -255,7 +255,7 @@ def test_save_load_round_trip_gives_the_same_prediction(tmp_path, small_volume):
     np.testing.assert_array_equal(predict(loaded, image), first)
     assert loaded.config["voxel_size"] == [2.0, 1.0, 1.0]
     assert set(loaded.config["versions"]) >= {"napari_voxseg", "torch"}
-    save_model(loaded, tmp_path / "m")  # overwriting keeps exactly one model
+    save_model(loaded, tmp_path / "m", overwrite=True)  # replacing keeps exactly one model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
@@ -275,7 +275,7 @@ def test_damaged_models_are_refused(tmp_path, small_volume):
     with pytest.raises(VoxSegError, match="architecture"):
         load_model(tmp_path / "m")
 
-    save_model(model, tmp_path / "m")
+    save_model(model, tmp_path / "m", overwrite=True)
     (tmp_path / "m" / "model.safetensors").write_bytes(b"\x80\x04garbage")
     with pytest.raises(VoxSegError, match="safetensors"):
         load_model(tmp_path / "m")

@@ -28,7 +28,7 @@ def test_round_trip_keeps_values_and_voxel_size(tmp_path, suffix):
     else:
         assert voxel == pytest.approx((3.0, 1.0, 2.0))
     # Written again over itself: still whole, and no temporary left beside it.
-    write_volume(path, volume + 1, (3.0, 1.0, 2.0))
+    write_volume(path, volume + 1, (3.0, 1.0, 2.0), overwrite=True)
     np.testing.assert_array_equal(read_volume(path)[0], volume + 1)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 

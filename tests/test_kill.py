@@ -32,8 +32,8 @@ outputs = [np.full(image.shape, v, np.uint8) for v in (1, 2)]
 print("ready", flush=True)
 i = 0
 while True:
-    predict_blocks(models[i % 2], image, {store!r}, block_shape=(4, 8, 8))
-    write_volume({npy!r}, outputs[i % 2])
+    predict_blocks(models[i % 2], image, {store!r}, block_shape=(4, 8, 8), overwrite=True)
+    write_volume({npy!r}, outputs[i % 2], overwrite=True)
     i += 1
 """
 
@@ -64,5 +64,5 @@ def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
     # The next prediction sweeps what the killed ones left behind.
     strokes = np.zeros(image.shape, np.uint8)
     strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
-    predict_blocks(train(image, strokes, TrainConfig(**TINY)).model, image, store)
+    predict_blocks(train(image, strokes, TrainConfig(**TINY)).model, image, store, overwrite=True)
     assert not list(tmp_path.glob(".labels.zarr.*"))

@@ -96,11 +96,11 @@ sys.path.insert(0, {tests!r})
 from test_model_safety import _tiny_model
 from napari_voxseg.core import save_model
 models = [_tiny_model(0.1), _tiny_model(0.2)]
-save_model(models[0], {path!r})
+save_model(models[0], {path!r}, overwrite=True)
 print("ready", flush=True)
 i = 1
 while True:
-    save_model(models[i % 2], {path!r})
+    save_model(models[i % 2], {path!r}, overwrite=True)
     i += 1
 """
 
@@ -119,7 +119,7 @@ def test_killing_a_save_at_random_moments_never_leaves_a_broken_model(tmp_path):
         values = {float(p.detach().flatten()[0]) for p in model.parameters()}
         assert len(values) == 1 and values.pop() in (pytest.approx(0.1), pytest.approx(0.2))
     # Leftovers of killed saves are swept by the next save.
-    save_model(_tiny_model(0.3), path)
+    save_model(_tiny_model(0.3), path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 

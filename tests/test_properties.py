@@ -3,7 +3,9 @@
 The only error allowed is VoxSegError (one clear line), and the input is never modified.
 """
 
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,7 +142,7 @@ def test_reader_explains_any_bytes(tmp_path, data, suffix):
                         elements={"min_value": 0, "max_value": 200}),
        suffix=st.sampled_from([".tif", ".npy", ".npz"]), cut=st.floats(0.0, 1.0))
 def test_truncated_files_are_explained(tmp_path, array, suffix, cut):
-    path = write_volume(tmp_path / f"v{suffix}", array)
+    path = write_volume(tmp_path / f"v{suffix}", array, overwrite=True)
     full = path.read_bytes()
     back, _ = read_volume(path)
     np.testing.assert_array_equal(back, array)
@@ -169,7 +171,8 @@ VOXELS = st.tuples(*[st.floats(0.05, 20.0)] * 3)
        cut=st.floats(0.0, 1.0))
 def test_nifti_and_zarr_round_trip_and_damage_is_explained(tmp_path, array, voxel, suffix,
                                                            cut):
-    path = write_volume(tmp_path / f"v{suffix}", array, voxel)
+    # a new folder for each example: a damaged store is no longer one voxseg may replace
+    path = write_volume(Path(tempfile.mkdtemp(dir=tmp_path)) / f"v{suffix}", array, voxel)
     back, voxel_back = read_volume(path)
     np.testing.assert_array_equal(back, array)
     np.testing.assert_allclose(voxel_back, voxel, rtol=1e-5)

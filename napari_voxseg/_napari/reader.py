@@ -34,7 +34,7 @@ def read_zarr_layers(path):
     layer. Nothing is read until napari shows it."""
     import dask.array as da
 
-    from ..core.blocks import open_zarr_levels
+    from ..core.zarrs import open_zarr_levels
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers = []

@@ -16,6 +16,8 @@ def write_single_layer(path: str, data, meta: dict) -> list[str]:
     voxel = tuple(float(v) for v in scale[-3:]) if scale is not None and len(scale) >= 3 \
         else None
     affine = (meta.get("metadata") or {}).get("nifti_affine")
-    written = write_volume(path, np.asarray(data), voxel,
+    # napari's Save dialog has asked before replacing a file; a folder (.zarr) is still
+    # replaced only if voxseg wrote it.
+    written = write_volume(path, np.asarray(data), voxel, overwrite=True,
                            affine=None if affine is None else np.asarray(affine, float))
     return [str(written)]

@@ -37,11 +37,32 @@ def open_demo(viewer):
     return widget
 
 
+DEMO_OUTPUTS = ("prediction.tif", "model", "screenshot.png", "report.json")
+
+
+def check_demo_folder(out_dir: Path) -> None:
+    """The headless demo writes only into a new folder, or one that holds nothing but an
+    earlier demo's outputs (which it replaces)."""
+    from ..core import VoxSegError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VoxSegError(f"{out_dir} is a file; give a folder name for the demo's outputs")
+    if out_dir.is_dir():
+        others = sorted(p.name for p in out_dir.iterdir() if p.name not in DEMO_OUTPUTS
+                        and not p.name.startswith("."))
+        if others:
+            raise VoxSegError(f"{out_dir} holds files the demo did not write "
+                              f"({', '.join(others[:3])}); give --out a new folder name")
+
+
 def run_demo(headless: bool, out_dir: Path, iterations: int | None = None) -> int:
     import napari
 
     from ..core import dice_per_class, write_volume
 
+    if headless:
+        check_demo_folder(out_dir)
     viewer = napari.Viewer(title="napari-voxseg demo")
     viewer.window.resize(1400, 820)
     widget = open_demo(viewer)
@@ -60,8 +81,10 @@ def run_demo(headless: bool, out_dir: Path, iterations: int | None = None) -> in
     truth = viewer.layers["voxseg sample ground truth"].data
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_volume(out_dir / "prediction.tif", prediction.data, tuple(image.scale))
-    widget.save_model(out_dir / "model")
+    # the folder holds only an earlier demo's outputs (checked above): replace them
+    write_volume(out_dir / "prediction.tif", prediction.data, tuple(image.scale),
+                 overwrite=True)
+    widget.save_model(out_dir / "model", overwrite=True)
     viewer.layers["voxseg sample strokes"].visible = False
     viewer.layers.selection.active = prediction
     shot = viewer.screenshot(path=str(out_dir / "screenshot.png"), canvas_only=False)

@@ -47,7 +47,7 @@ from napari.utils.notifications import (
     show_warning,
 )
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..core import (
     PredictEvent,
@@ -64,10 +64,12 @@ from ..core import (
     save_model,
 )
 from ..core.blocks import iter_predict_blocks
+from ..core.checkpoint import check_model_folder
 from ..core.device import DEVICES
 from ..core.infer import voxel_mismatch
 from ..core.losses import LOSSES, losses_for, resolve_loss
 from ..core.models import describe_network
+from ..core.outputs import MODEL, written_by_voxseg
 from ..core.targets import prepare_target
 from ..core.train import FINE_TUNE_LR_FACTOR, PreviewEvent, plan_config
 from .curve import LossCurve
@@ -1138,11 +1140,16 @@ class VoxSegWidget(Container):
                                       opacity=0.5)
 
     # ---- models ---------------------------------------------------------------------------
-    def save_model(self, path) -> Path | None:
+    def save_model(self, path, overwrite: bool = False) -> Path | None:
+        """Save the model to the folder ``path``: a new name or an empty folder, or (with
+        ``overwrite``) a model folder voxseg wrote; never a folder that holds anything else
+        or a file a layer was opened from. A refusal is a notification."""
         try:
             if self.model is None:
                 raise VoxSegError("no model to save: train one first")
-            saved = save_model(self.model, path)
+            sources = [layer.source.path for layer in self.viewer.layers]
+            check_model_folder(path, inputs=sources, overwrite=overwrite)
+            saved = save_model(self.model, path, overwrite=overwrite)
         except VoxSegError as exc:
             self._notify_error(str(exc))
             return None
@@ -1176,9 +1183,24 @@ class VoxSegWidget(Container):
         return model
 
     def _save_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.native, "Save model as folder", "voxseg-model")
-        if path:
-            self.save_model(path)
+        # The dialog's own "replace?" would be asked of any existing name; ours is asked only
+        # of a model folder voxseg wrote (save_model refuses any other folder).
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Save model as folder", "voxseg-model",
+            options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return
+        overwrite = False
+        if written_by_voxseg(path, MODEL):
+            answer = QMessageBox.question(
+                self.native, "Replace model?",
+                f"{path} holds a voxseg model. Replace it with this one?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            overwrite = True
+        self.save_model(path, overwrite=overwrite)
 
     def _load_clicked(self) -> None:
         path = QFileDialog.getExistingDirectory(self.native, "Load model folder")

@@ -3,21 +3,55 @@
     from napari_voxseg.core import load_model, predict
     model = load_model("model_dir")    # torch.nn.Module with model.config
     labels = predict(model, image)     # (Z, Y, X) or (C, Z, Y, X) in, labels 1..K out
+
+Names are imported when first used, so that a part that needs no torch (reading a file for
+napari, say) does not load it.
 """
 
-from .checkpoint import load_model, save_model
-from .data import check_image, check_labels, class_weights, normalize
-from .device import resolve_device
-from .errors import VoxSegError
-from .files import read_volume, write_volume
-from .infer import PredictEvent, PredictResult, iter_predict, predict
-from .metrics import dice_per_class, iou_per_class
-from .models import build_model
-from .train import TrainConfig, TrainEvent, TrainResult, iter_train, run_to_end, train
+from __future__ import annotations
 
-__all__ = [
-    "PredictEvent", "PredictResult", "TrainConfig", "TrainEvent", "TrainResult", "VoxSegError",
-    "build_model", "check_image", "check_labels", "class_weights", "dice_per_class",
-    "iou_per_class", "iter_predict", "iter_train", "load_model", "normalize", "predict",
-    "read_volume", "resolve_device", "run_to_end", "save_model", "train", "write_volume",
-]
+import importlib
+import sys
+import types
+
+_HOMES = {
+    "load_model": "checkpoint", "save_model": "checkpoint",
+    "check_image": "data", "check_labels": "data", "class_weights": "data",
+    "normalize": "data",
+    "resolve_device": "device",
+    "VoxSegError": "errors",
+    "read_volume": "files", "write_volume": "files",
+    "PredictEvent": "infer", "PredictResult": "infer", "iter_predict": "infer",
+    "predict": "infer",
+    "dice_per_class": "metrics", "iou_per_class": "metrics",
+    "build_model": "models",
+    "TrainConfig": "train", "TrainEvent": "train", "TrainResult": "train",
+    "iter_train": "train", "run_to_end": "train", "train": "train",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))
+
+
+class _Core(types.ModuleType):
+    """Importing the submodule ``core.train`` would bind the name ``train`` to that module;
+    the package's ``train`` stays the function, as when the names were imported eagerly."""
+
+    def __setattr__(self, name, value):
+        if name in _HOMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Core

@@ -26,9 +26,7 @@ import torch
 
 from .data import normalize_with
 from .errors import VoxSegError
-from .files import (
-    is_zarr_store,
-    recover_folder,
+from .folders import (
     replace_folder,
     sweep_leftovers,
     temporary_folder_beside,
@@ -41,6 +39,8 @@ from .infer import (
     volume_bounds,
 )
 from .models import divisors
+from .outputs import ZARR, ZARR_MARK, check_outputs
+from .zarrs import open_zarr, open_zarr_levels  # noqa: F401  (part of this module's API)
 
 # A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
 # take about 16M voxels x 24 bytes = 400 MB.
@@ -76,63 +76,6 @@ def open_source(source):
     if 0 in source.shape:
         raise VoxSegError(f"the image is empty (shape {tuple(source.shape)})")
     return source
-
-
-def open_zarr(path):
-    """The array in a .zarr store (the first one, or level 0 of a multiscale group), lazily."""
-    levels, _ = open_zarr_levels(path)
-    return levels[0]
-
-
-def open_zarr_levels(path) -> tuple[list, dict]:
-    """The arrays of a .zarr store, lazily: one array, or the levels of an OME-Zarr
-    multiscale image (finest first), and what its metadata says: ``voxel_size`` (Z, Y, X) and
-    ``channel_axis`` when known."""
-    import zarr
-
-    path = Path(path)
-    recover_folder(path, is_zarr_store)  # a write killed between its two renames
-    if not path.exists():
-        raise VoxSegError(f"{path} does not exist; check the path")
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as exc:  # zarr raises many kinds for a folder that is not a store
-        raise VoxSegError(f"{path} is not a readable zarr store ({type(exc).__name__}); give "
-                          "a .zarr folder written by zarr") from None
-    attrs = dict(getattr(node, "attrs", {}) or {})
-    if hasattr(node, "shape"):
-        voxel = attrs.get("voxel_size")
-        return [node], {"voxel_size": tuple(voxel) if voxel else None}
-    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
-    if multiscales:
-        first = multiscales[0]
-        try:
-            levels = [node[d["path"]] for d in first["datasets"]]
-        except (KeyError, TypeError):
-            raise VoxSegError(f"{path}: its OME-Zarr metadata names levels that are not in "
-                              "the store; rewrite it with an OME-Zarr writer") from None
-        return levels, _ome_meta(first, levels[0].ndim)
-    arrays = sorted(node.array_keys()) if hasattr(node, "array_keys") else []
-    if not arrays:
-        raise VoxSegError(f"{path} is a zarr group with no arrays in it; give a store that "
-                          "holds the volume")
-    return [node[arrays[0]]], {"voxel_size": None}
-
-
-def _ome_meta(multiscale: dict, ndim: int) -> dict:
-    """Voxel size (the last three axes' scale) and channel axis from OME-NGFF metadata."""
-    axes = multiscale.get("axes") or []
-    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes]
-    kinds = [a.get("type", "") if isinstance(a, dict) else "" for a in axes]
-    channel = next((i for i, (n, k) in enumerate(zip(names, kinds)) if k == "channel"
-                    or n == "c"), None)
-    voxel = None
-    for t in multiscale["datasets"][0].get("coordinateTransformations", []):
-        if t.get("type") == "scale" and len(t.get("scale", [])) == ndim:
-            scale = [float(v) for v in t["scale"]][-3:]
-            if all(math.isfinite(v) and v > 0 for v in scale):
-                voxel = tuple(scale)
-    return {"voxel_size": voxel, "channel_axis": channel}
 
 
 def block_regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
@@ -228,14 +171,13 @@ def _predict_and_write(job: BlockJob, source, region) -> None:
     _write(stores, region, result)
 
 
-def _check_zarr_target(path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() != ".zarr":
-        raise VoxSegError(f"{path.name}: block-wise outputs are zarr stores; give a name ending "
-                          "in .zarr")
-    if path.exists() and not path.is_dir():
-        raise VoxSegError(f"{path} exists and is a file; give a new .zarr folder name")
-    return path
+def source_path(source) -> Path | None:
+    """The folder a block-wise source is read from, when it has one (a path, or a zarr array
+    opened from a local store)."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    root = getattr(getattr(source, "store", None), "root", None)
+    return Path(root) if isinstance(root, (str, os.PathLike)) else None
 
 
 def iter_predict_blocks(
@@ -253,13 +195,16 @@ def iter_predict_blocks(
     should_stop: Callable[[], bool] | None = None,
     client=None,
     precision: str = "auto",
+    overwrite: bool = False,
 ) -> Generator[PredictEvent, None, dict]:
     """Predict ``source`` block by block into the zarr store ``out`` (labels 1..K; per-class
     1/2 for multi-label; float values for regression), and optionally ``probabilities``
     (K, Z, Y, X) and ``uncertainty`` (Z, Y, X) stores. Yields a PredictEvent per block
     (``done``/``total`` blocks); returns ``{name: path}`` of the stores written, or ``{}`` when
     stopped by ``should_stop`` (then nothing is left behind). ``client``: a
-    dask.distributed Client to run the blocks on its workers."""
+    dask.distributed Client to run the blocks on its workers. An existing output store is
+    replaced only with ``overwrite`` and only if voxseg wrote it; no output may be the source
+    (see :mod:`.outputs`)."""
     import zarr
 
     config = model.config
@@ -268,11 +213,11 @@ def iter_predict_blocks(
     if (probabilities or uncertainty) and task == "regression":
         raise VoxSegError("a regression model predicts values, not probabilities or "
                           "uncertainty; leave those outputs out")
-    targets = {"labels": _check_zarr_target(out)}
-    if probabilities:
-        targets["probabilities"] = _check_zarr_target(probabilities)
-    if uncertainty:
-        targets["uncertainty"] = _check_zarr_target(uncertainty)
+    wanted = {"labels": out, "probabilities": probabilities, "uncertainty": uncertainty}
+    wanted = {name: path for name, path in wanted.items() if path}
+    targets = dict(zip(wanted, check_outputs([(p, ZARR) for p in wanted.values()],
+                                             inputs=[source_path(source)],
+                                             overwrite=overwrite)))
     source = open_source(source)
     if source.shape[0] != arch["in_channels"]:
         raise VoxSegError(f"the image has {source.shape[0]} channel(s) but the model was trained "
@@ -293,7 +238,6 @@ def iter_predict_blocks(
         "uncertainty": (spatial, block, "float32"),
     }
     for path in targets.values():
-        recover_folder(path, is_zarr_store)
         if path.exists():
             sweep_leftovers(path)
     temporary = {name: temporary_folder_beside(path) for name, path in targets.items()}
@@ -305,7 +249,7 @@ def iter_predict_blocks(
             stores[name] = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks,
                                            dtype=dtype, fill_value=0)
             stores[name].attrs.update({
-                "napari_voxseg": name, "task": task,
+                ZARR_MARK: name, "task": task,
                 "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
         job = BlockJob(config=config, state={n: t.detach().cpu().numpy() for n, t in
                                              model.state_dict().items()},

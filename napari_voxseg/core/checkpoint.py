@@ -17,52 +17,38 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .card import CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, is_complete_model
 from .device import resolve_device
 from .errors import VoxSegError
-from .files import recover_folder, replace_folder, sweep_leftovers, temporary_folder_beside
+from .folders import (
+    fsync_dir,
+    recover_folder,
+    replace_folder,
+    sweep_leftovers,
+    temporary_folder_beside,
+)
 from .losses import TASKS
 from .models import architecture_from, build_model, divisors
-from .train import FORMAT, FORMAT_VERSION
-
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _complete(path: Path) -> bool:
-    return (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
+from .outputs import MODEL, check_output
 
 
 def _recover(path: Path) -> None:
     """If a save was killed between its two renames, put the previous model back."""
-    recover_folder(path, _complete)
+    recover_folder(path, is_complete_model)
 
 
-def check_model_folder(path) -> Path:
-    """Check that :func:`save_model` can write ``path``; call it before any long work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise VoxSegError(f"{path} is a file; give a directory name for the model")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
-    return path
+def check_model_folder(path, *, inputs=(), overwrite: bool = False) -> Path:
+    """Check that :func:`save_model` may write ``path`` (see :mod:`.outputs`: never over an
+    input, never over a folder voxseg did not write, over an earlier model only with
+    ``overwrite``); call it before any long work."""
+    return check_output(path, MODEL, inputs=inputs, overwrite=overwrite)
 
 
-def save_model(model: torch.nn.Module, path) -> Path:
+def save_model(model: torch.nn.Module, path, *, overwrite: bool = False) -> Path:
     """Write ``model`` (with its ``.config``) to the directory ``path``, atomically.
+
+    ``path`` must be new, an empty folder or, with ``overwrite``, a model folder voxseg wrote;
+    any other folder is refused (:class:`VoxSegError`), never replaced.
 
     The new model is written into ``.<name>.XXXX.tmp`` beside ``path``; an existing model is
     renamed to ``.<name>.XXXX.old``, the new one renamed to ``path``, then the old one removed.
@@ -72,10 +58,9 @@ def save_model(model: torch.nn.Module, path) -> Path:
     config = getattr(model, "config", None)
     if not config:
         raise VoxSegError("this model has no config; train it or load it with voxseg first")
-    path = check_model_folder(path)
+    path = check_model_folder(path, overwrite=overwrite)
     parent = path.parent if str(path.parent) else Path(".")
-    _recover(path)
-    if path.is_dir() and _complete(path):  # leftovers of earlier killed saves
+    if path.is_dir() and is_complete_model(path):  # leftovers of earlier killed saves
         sweep_leftovers(path)
     tmp = temporary_folder_beside(path)
     try:
@@ -87,9 +72,9 @@ def save_model(model: torch.nn.Module, path) -> Path:
             os.fsync(f.fileno())
         with open(tmp / WEIGHTS, "rb") as f:
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         replace_folder(tmp, path)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

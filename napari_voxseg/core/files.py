@@ -6,40 +6,20 @@ writes to a temporary file beside the target and renames it, so a crash never le
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .errors import VoxSegError
-
-READ_SUFFIXES = (".tif", ".tiff", ".npy", ".npz", ".nii", ".nii.gz")
-WRITE_SUFFIXES = READ_SUFFIXES + (".zarr",)
-
-
-def suffix_of(path) -> str:
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(path).suffix.lower()
-
-
-def is_zarr_store(path: Path) -> bool:
-    """Whether the folder ``path`` is a zarr store (v2 or v3, array or group)."""
-    return any((Path(path) / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
-
-
-def stem_of(path) -> str:
-    """The file name without its suffix (both parts of .nii.gz)."""
-    name = Path(path).name
-    stem = name[: len(name) - len(suffix_of(path))] or name
-    if suffix_of(path) in (".tif", ".tiff") and stem.lower().endswith(".ome"):
-        stem = stem[:-4] or stem
-    return stem
+from .folders import replace_folder, temporary_folder_beside
+from .outputs import ZARR_MARK, check_output
+from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F401
+from .zarrs import open_zarr_levels
 
 
 def read_nifti(path: Path):
@@ -197,8 +177,6 @@ def read_volume_info(path) -> tuple[np.ndarray, dict]:
         array, voxel, _ = read_nifti(path)
         return array, _info(voxel)
     if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
-        from .blocks import open_zarr_levels
-
         levels, info = open_zarr_levels(path)
         array = np.asarray(levels[0])
         channel = info.get("channel_axis")
@@ -288,26 +266,19 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
-def check_output_file(path) -> Path:
-    """Check that ``write_volume`` can write ``path`` (suffix, folder); before any long work."""
-    path = Path(path)
-    suffix = suffix_of(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise VoxSegError(f"cannot write '{suffix or 'no suffix'}' files ({path.name}); name "
-                          f"the output with one of {', '.join(WRITE_SUFFIXES)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VoxSegError(f"folder {parent} does not exist; create it or choose another place")
-    if path.is_dir() and not (suffix == ".zarr" and is_zarr_store(path)):
-        raise VoxSegError(f"{path} is a folder; give a file name for the output")
-    return path
+def check_output_file(path, *, inputs=(), overwrite: bool = False) -> Path:
+    """Check that ``write_volume`` may write ``path`` (see :mod:`.outputs`); before any work."""
+    return check_output(path, inputs=inputs, overwrite=overwrite)
 
 
-def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None) -> Path:
+def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
+                 overwrite: bool = False) -> Path:
     """Write ``array`` to ``path`` (format from its suffix) atomically; return the path.
     ``affine``: for NIfTI, the 4x4 affine of the volume's (Z, Y, X) array read back as
-    (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation."""
-    path = check_output_file(path)
+    (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation.
+    An existing ``path`` is replaced only with ``overwrite`` (a folder only if voxseg wrote
+    it): see :mod:`.outputs`."""
+    path = check_output_file(path, overwrite=overwrite)
     suffix = suffix_of(path)
     if suffix == ".zarr":
         return _write_zarr(path, np.asarray(array), voxel_size)
@@ -336,54 +307,6 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None) -> Pa
     return path
 
 
-def folder_leftovers(path: Path, suffix: str) -> list[Path]:
-    """Folders an atomic write of the folder ``path`` leaves while it runs:
-    ``.<name>.*.tmp`` / ``.<name>.*.old``, newest first."""
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"),
-                  key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def recover_folder(path: Path, complete: Callable[[Path], bool]) -> None:
-    """If a write of the folder ``path`` was killed between its two renames (see
-    :func:`replace_folder`), put the previous, complete folder back."""
-    if path.exists():
-        return
-    for old in folder_leftovers(path, ".old"):
-        if complete(old):
-            os.replace(old, path)
-            return
-
-
-def sweep_leftovers(path: Path) -> None:
-    """Remove what earlier killed writes of ``path`` left (call when ``path`` is whole)."""
-    for stale in folder_leftovers(path, ".tmp") + folder_leftovers(path, ".old"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def temporary_folder_beside(path: Path) -> Path:
-    """A new empty folder ``.<name>.XXXX.tmp`` beside ``path``, to write into and then move."""
-    parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-
-
-def replace_folder(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` (beside ``path``) to ``path``. An existing ``path`` is
-    renamed to ``.<name>.XXXX.old`` first and removed after: two renames in one folder, so a
-    kill at any moment leaves the previous folder (or its .old, which
-    :func:`recover_folder` puts back) or the new one, never half of one."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-        os.rmdir(old)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
-
 def _write_zarr(path: Path, array: np.ndarray, voxel_size) -> Path:
     """One zarr array store, voxel size in its attributes, swapped in atomically."""
     import zarr
@@ -393,8 +316,9 @@ def _write_zarr(path: Path, array: np.ndarray, voxel_size) -> Path:
         store = zarr.open_array(str(tmp), mode="w", shape=array.shape, dtype=array.dtype,
                                 fill_value=0)
         store[...] = array
-        store.attrs["voxel_size"] = None if voxel_size is None else [float(v) for v in
-                                                                       voxel_size]
+        store.attrs.update({
+            ZARR_MARK: "volume",
+            "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
         replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

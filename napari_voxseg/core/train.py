@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .card import FORMAT, FORMAT_VERSION
 from .data import DEFAULT_PERCENTILES, check_image, check_labels, class_weights, normalize
 from .device import PRECISIONS, inference_dtype, resolve_device
 from .errors import VoxSegError
@@ -31,8 +32,6 @@ from .models import architecture_from, build_model, divisors, plan_pooling
 from .sampling import PatchSampler
 from .targets import boundary_weight_map, prepare_target
 
-FORMAT = "napari-voxseg-model"
-FORMAT_VERSION = 1
 # After this many non-finite losses in a row, training stops instead of skipping steps.
 MAX_BAD_STEPS = 10
 # Fine-tuning a trained model on new strokes starts from this fraction of the learning rate.

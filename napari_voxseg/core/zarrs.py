@@ -1,0 +1,68 @@
+"""Opening .zarr stores lazily: a plain array, or the levels of an OME-Zarr multiscale image
+with the voxel size and channel axis its metadata gives. numpy and zarr only (no torch), so the
+napari reader can use it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .errors import VoxSegError
+from .folders import is_zarr_store, recover_folder
+
+
+def open_zarr(path):
+    """The array in a .zarr store (the first one, or level 0 of a multiscale group), lazily."""
+    levels, _ = open_zarr_levels(path)
+    return levels[0]
+
+
+def open_zarr_levels(path) -> tuple[list, dict]:
+    """The arrays of a .zarr store, lazily: one array, or the levels of an OME-Zarr
+    multiscale image (finest first), and what its metadata says: ``voxel_size`` (Z, Y, X) and
+    ``channel_axis`` when known."""
+    import zarr
+
+    path = Path(path)
+    recover_folder(path, is_zarr_store)  # a write killed between its two renames
+    if not path.exists():
+        raise VoxSegError(f"{path} does not exist; check the path")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises many kinds for a folder that is not a store
+        raise VoxSegError(f"{path} is not a readable zarr store ({type(exc).__name__}); give "
+                          "a .zarr folder written by zarr") from None
+    attrs = dict(getattr(node, "attrs", {}) or {})
+    if hasattr(node, "shape"):
+        voxel = attrs.get("voxel_size")
+        return [node], {"voxel_size": tuple(voxel) if voxel else None}
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if multiscales:
+        first = multiscales[0]
+        try:
+            levels = [node[d["path"]] for d in first["datasets"]]
+        except (KeyError, TypeError):
+            raise VoxSegError(f"{path}: its OME-Zarr metadata names levels that are not in "
+                              "the store; rewrite it with an OME-Zarr writer") from None
+        return levels, _ome_meta(first, levels[0].ndim)
+    arrays = sorted(node.array_keys()) if hasattr(node, "array_keys") else []
+    if not arrays:
+        raise VoxSegError(f"{path} is a zarr group with no arrays in it; give a store that "
+                          "holds the volume")
+    return [node[arrays[0]]], {"voxel_size": None}
+
+
+def _ome_meta(multiscale: dict, ndim: int) -> dict:
+    """Voxel size (the last three axes' scale) and channel axis from OME-NGFF metadata."""
+    axes = multiscale.get("axes") or []
+    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes]
+    kinds = [a.get("type", "") if isinstance(a, dict) else "" for a in axes]
+    channel = next((i for i, (n, k) in enumerate(zip(names, kinds)) if k == "channel"
+                    or n == "c"), None)
+    voxel = None
+    for t in multiscale["datasets"][0].get("coordinateTransformations", []):
+        if t.get("type") == "scale" and len(t.get("scale", [])) == ndim:
+            scale = [float(v) for v in t["scale"]][-3:]
+            if all(math.isfinite(v) and v > 0 for v in scale):
+                voxel = tuple(scale)
+    return {"voxel_size": voxel, "channel_axis": channel}
