@@ -324,6 +324,7 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
     import sys
 
     train_module = sys.modules["napari_voxseg.core.train"]  # the module, not core.train()
+    run_module = sys.modules["napari_voxseg.core.run"]  # where the loss is built
 
     image, _, strokes = small_volume
     real = build_loss("ce")
@@ -345,14 +346,14 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
     def flaky(name, class_weights=None, **kwargs):
         return Flaky(3)
 
-    monkeypatch.setattr(train_module, "build_loss", flaky)
+    monkeypatch.setattr(run_module, "build_loss", flaky)
     monkeypatch.setattr(train_module, "MAX_BAD_STEPS", 3)
     result = train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))
     assert result.skipped_steps == 3
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
     # NaN from the very first step: nothing was learned, so training fails with the reason.
-    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None, **kw: Flaky(1))
+    monkeypatch.setattr(run_module, "build_loss", lambda name, class_weights=None, **kw: Flaky(1))
     with pytest.raises(VoxSegError, match="NaN or infinite 3 steps in a row"):
         train(image, strokes, TrainConfig(**{**TINY, "iterations": 9}))
 
@@ -363,7 +364,7 @@ def test_nan_losses_are_skipped_and_repeated_ones_stop_training(small_volume, mo
             value = real(logits, labels)
             return value if self.calls <= 6 else value * float("nan")
 
-    monkeypatch.setattr(train_module, "build_loss", lambda name, class_weights=None, **kw:
+    monkeypatch.setattr(run_module, "build_loss", lambda name, class_weights=None, **kw:
                         GoesBad(1))
     result = train(image, strokes, TrainConfig(**{**TINY, "iterations": 50}))
     assert result.stopped and "NaN or infinite 3 steps in a row" in result.warning

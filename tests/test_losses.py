@@ -17,8 +17,8 @@ from napari_voxseg.core import (
     train,
 )
 from napari_voxseg.core.losses import DEFAULT_LOSS, LOSSES, build_loss, losses_for, resolve_loss
+from napari_voxseg.core.boundary import boundary_weight_map
 from napari_voxseg.core.targets import (
-    boundary_weight_map,
     check_multilabel,
     check_regression,
     prepare_target,
@@ -307,7 +307,7 @@ def test_every_loss_trains_saves_loads_and_predicts(task, name, small_volume, tm
 def test_boundary_weights_come_from_the_strokes_or_a_prediction(small_volume, monkeypatch):
     import sys
 
-    train_module = sys.modules["napari_voxseg.core.train"]
+    run_module = sys.modules["napari_voxseg.core.run"]  # where a run is prepared
     image, truth, strokes = small_volume
     seen = []
 
@@ -315,7 +315,7 @@ def test_boundary_weights_come_from_the_strokes_or_a_prediction(small_volume, mo
         seen.append(np.array(reference, copy=True))
         return boundary_weight_map(reference, **kwargs)
 
-    monkeypatch.setattr(train_module, "boundary_weight_map", spy)
+    monkeypatch.setattr(run_module, "boundary_weight_map", spy)
     config = TrainConfig(loss="boundary_ce", boundary_weight=4.0, **TINY)
     model = train(image, strokes, config).model
     assert model.config["loss"] == {"name": "boundary_ce", "boundary_weight": 4.0,

@@ -16,8 +16,8 @@ import types
 
 _HOMES = {
     "load_model": "checkpoint", "save_model": "checkpoint",
-    "check_image": "data", "check_labels": "data", "class_weights": "data",
-    "normalize": "data",
+    "check_image": "data", "normalize": "data",
+    "check_labels": "targets", "class_weights": "targets",
     "resolve_device": "device",
     "VoxSegError": "errors",
     "read_volume": "files", "write_volume": "files",

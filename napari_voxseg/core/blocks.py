@@ -40,6 +40,7 @@ from .infer import (
 )
 from .models import divisors
 from .outputs import ZARR, ZARR_MARK, check_outputs
+from .tasks import check_extra_outputs, task_of
 from .zarrs import open_zarr, open_zarr_levels  # noqa: F401  (part of this module's API)
 
 # A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
@@ -209,10 +210,8 @@ def iter_predict_blocks(
 
     config = model.config
     arch = config["architecture"]
-    task = config.get("task", "multiclass")
-    if (probabilities or uncertainty) and task == "regression":
-        raise VoxSegError("a regression model predicts values, not probabilities or "
-                          "uncertainty; leave those outputs out")
+    task = task_of(config)
+    check_extra_outputs(task, probabilities, uncertainty)
     wanted = {"labels": out, "probabilities": probabilities, "uncertainty": uncertainty}
     wanted = {name: path for name, path in wanted.items() if path}
     targets = dict(zip(wanted, check_outputs([(p, ZARR) for p in wanted.values()],

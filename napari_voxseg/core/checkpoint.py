@@ -8,7 +8,6 @@ target and renames it into place, so a crash leaves the old model or the new one
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .card import CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, is_complete_model
+from .card import CONFIG, FORMAT, WEIGHTS, ModelCard, is_complete_model
 from .device import resolve_device
 from .errors import VoxSegError
 from .folders import (
@@ -27,8 +26,7 @@ from .folders import (
     sweep_leftovers,
     temporary_folder_beside,
 )
-from .losses import TASKS
-from .models import architecture_from, build_model, divisors
+from .models import build_model
 from .outputs import MODEL, check_output
 
 
@@ -81,62 +79,9 @@ def save_model(model: torch.nn.Module, path, *, overwrite: bool = False) -> Path
     return path
 
 
-def _require(config: dict, key: str, kind, where: str = "config.json"):
-    if key not in config:
-        raise VoxSegError(f"{where} has no '{key}'; this is not a complete voxseg model — "
-                          "save it again with voxseg")
-    value = config[key]
-    if not isinstance(value, kind):
-        raise VoxSegError(f"{where} has a bad '{key}' ({value!r}); save the model again")
-    return value
-
-
 def check_config(config) -> dict:
     """Validate a model config (from JSON) before anything is built from it."""
-    if not isinstance(config, dict):
-        raise VoxSegError("config.json does not hold an object; this is not a voxseg model")
-    if config.get("format") != FORMAT:
-        raise VoxSegError(f"config.json is not a {FORMAT} config (format "
-                          f"{config.get('format')!r}); give a folder saved by voxseg")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise VoxSegError(f"config.json has a bad format_version {version!r}; save it again")
-    if version > FORMAT_VERSION:
-        raise VoxSegError(f"this model was saved by a newer napari-voxseg (format {version}, "
-                          f"this one reads {FORMAT_VERSION}); upgrade napari-voxseg")
-    arch = architecture_from(_require(config, "architecture", dict))
-    classes = _require(config, "classes", list)
-    if len(classes) != arch["num_classes"]:
-        raise VoxSegError(f"config.json lists {len(classes)} classes but the network has "
-                          f"{arch['num_classes']}; the model folder is inconsistent")
-    task = config.get("task", "multiclass")
-    if task not in TASKS:
-        raise VoxSegError(f"config.json has an unknown task {task!r}; this napari-voxseg knows "
-                          f"{', '.join(TASKS)}: upgrade it, or save the model again")
-    lowest = {"multiclass": 2, "multilabel": 1, "regression": 1}[task]
-    if arch["num_classes"] < lowest or (task == "regression" and arch["num_classes"] != 1):
-        raise VoxSegError(f"config.json: a {task} network with {arch['num_classes']} outputs; "
-                          "the model folder is inconsistent")
-    scale = config.get("target_scale")
-    if task == "regression" and scale is not None and not (
-            isinstance(scale, dict) and all(isinstance(scale.get(k), (int, float))
-                                            and math.isfinite(scale[k]) for k in ("mean", "std"))
-            and scale["std"] > 0):
-        raise VoxSegError(f"config.json has a bad target_scale {scale!r}; save the model again")
-    patch = _require(config, "patch_size", list)
-    if len(patch) != 3 or not all(isinstance(p, int) and p >= d and p % d == 0 and p <= 1024
-                                  for p, d in zip(patch, divisors(arch))):
-        raise VoxSegError(f"config.json has a bad patch_size {patch}; save the model again")
-    norm = _require(config, "normalization", dict)
-    low, high = norm.get("low"), norm.get("high")
-    if not (isinstance(low, (int, float)) and isinstance(high, (int, float))
-            and 0 <= low < high <= 100):
-        raise VoxSegError(f"config.json has bad normalization percentiles {low!r}, {high!r}")
-    voxel = config.get("voxel_size")
-    if voxel is not None and not (isinstance(voxel, list) and len(voxel) == 3 and all(
-            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in voxel)):
-        raise VoxSegError(f"config.json has a bad voxel_size {voxel!r}; save the model again")
-    return {**config, "architecture": arch, "task": task}
+    return ModelCard.from_dict(config).to_dict()
 
 
 def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:

@@ -1,12 +1,9 @@
-"""Checks and normalization of images, labels and class weights.
+"""Checks and normalization of images (labels and class weights: :mod:`.targets`).
 
-Conventions (see DESIGN.md): images are float32 ``(C, Z, Y, X)``; labels are integer ``(Z, Y, X)``
-with 0 = not annotated and 1..K = classes.
+Conventions (see docs/architecture.md): images are float32 ``(C, Z, Y, X)``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,8 +11,6 @@ from .errors import VoxSegError
 
 # Percentiles used to map intensities to roughly [0, 1]; robust to a few hot or dead voxels.
 DEFAULT_PERCENTILES = (1.0, 99.8)
-# The most classes a network has (its outputs are stored as uint8 labels 1..K).
-MAX_CLASSES = 255
 # Above this many voxels, percentiles are estimated on a strided subsample.
 _PERCENTILE_SAMPLE = 2_000_000
 
@@ -71,159 +66,6 @@ def check_image(image, *, name: str = "image", channels: int | None = None) -> n
             "(e.g. np.nan_to_num(image)) or crop them away"
         )
     return array
-
-
-def check_labels(
-    labels, spatial_shape: Sequence[int], *, num_classes: int | None = None, name: str = "labels"
-) -> tuple[np.ndarray, int]:
-    """Check strokes and return ``(labels, K)``.
-
-    ``labels`` must be an integer ``(Z, Y, X)`` array of the image's spatial shape, with 0 for "not
-    annotated" and 1..K for classes; at least two classes must have strokes. ``K`` is
-    ``num_classes`` when given, else the largest class id painted. The input is never modified.
-    """
-    array = np.asarray(labels)
-    spatial_shape = tuple(int(s) for s in spatial_shape)
-    if array.dtype.kind == "b":
-        raise VoxSegError(
-            f"{name} is a boolean mask; voxseg needs class ids (0 = not annotated, 1..K = "
-            "classes): convert with mask.astype(np.uint8) + 1 where the mask is annotated"
-        )
-    if array.dtype.kind not in "iu":
-        raise VoxSegError(
-            f"{name} has dtype {array.dtype}; strokes must be integers (0 = not annotated, "
-            "1..K = classes): use a Labels layer, or convert with labels.astype(np.uint8)"
-        )
-    if array.shape != spatial_shape:
-        raise VoxSegError(
-            f"{name} have shape {array.shape} but the image has shape {spatial_shape}; "
-            "paint on a Labels layer made for this image ('New annotations')"
-        )
-    if array.size and array.min() < 0:
-        raise VoxSegError(
-            f"{name} hold negative values (min {int(array.min())}); use 0 for not annotated "
-            "and 1..K for classes"
-        )
-    present = np.unique(array)
-    present = present[present > 0]
-    if present.size == 0:
-        raise VoxSegError(
-            f"{name} hold no strokes (every voxel is 0); paint a few strokes of each class "
-            "(1 = background, 2 = object, ...) and train again"
-        )
-    if present.size == 1:
-        raise VoxSegError(
-            f"{name} hold strokes of only one class ({int(present[0])}); paint at least two "
-            "classes, e.g. 1 for background and 2 for the objects"
-        )
-    largest = int(present.max())
-    if largest > MAX_CLASSES:
-        raise VoxSegError(
-            f"{name} use class {largest}; voxseg takes at most {MAX_CLASSES} classes: number "
-            f"the classes 1..K with K <= {MAX_CLASSES}"
-        )
-    if num_classes is not None:
-        num_classes = int(num_classes)
-        if not 2 <= num_classes <= MAX_CLASSES:
-            raise VoxSegError(f"class count is {num_classes}; give 2 to {MAX_CLASSES} classes")
-        if largest > num_classes:
-            raise VoxSegError(
-                f"{name} use class {largest} but the class count is {num_classes}; raise the "
-                f"class count to {largest} or erase the strokes of class {largest}"
-            )
-    return array, num_classes if num_classes is not None else largest
-
-
-def stroke_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Voxels painted per class, index 0 = class 1."""
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes + 1)
-    return counts[1 : num_classes + 1].astype(np.int64)
-
-
-WEIGHT_SPECS = ("none", "auto", "median")
-
-
-def _computed_weights(kind: str, positives: np.ndarray, annotated: np.ndarray,
-                      multilabel: bool) -> np.ndarray:
-    """Weights from stroke counts: ``positives`` per class and ``annotated`` per class."""
-    positives = positives.astype(np.float64)
-    annotated = annotated.astype(np.float64)
-    weights = np.zeros(positives.size) if not multilabel else np.ones(positives.size)
-    usable = (positives > 0) & (annotated > positives if multilabel else annotated > 0)
-    if not usable.any():
-        return weights.astype(np.float32)
-    freq = positives[usable] / annotated[usable]
-    if kind == "median":
-        weights[usable] = np.median(freq) / freq
-    elif multilabel:  # PyTorch's pos_weight: absent / present
-        weights[usable] = (annotated[usable] - positives[usable]) / positives[usable]
-    else:
-        weights[usable] = 1.0 / freq
-        weights[usable] /= weights[usable].mean()
-    return np.clip(weights, 0.0, 1e6).astype(np.float32)
-
-
-def class_weights(spec, labels: np.ndarray, num_classes: int,
-                  task: str = "multiclass") -> np.ndarray | None:
-    """Per-class loss weights from a spec.
-
-    ``spec`` is ``None``/``"none"`` (no weights), ``"auto"``, ``"median"``, or weights
-    ``"w1,w2,..."`` / a sequence, one per class. Computed weights come from the strokes:
-
-    - multi-class (``labels`` ``(Z, Y, X)``, 1..K): ``auto`` is the inverse frequency of each
-      class among the painted voxels, scaled to mean 1; ``median`` is median-frequency balancing
-      (median of the class frequencies / the class frequency). Unpainted classes get 0.
-    - multi-label (``labels`` ``(K, Z, Y, X)``, 1 absent / 2 present): the weights are positive
-      weights; ``auto`` is absent / present voxels per class (PyTorch's ``pos_weight``),
-      ``median`` median-frequency balancing of the 'present' frequencies.
-    - regression has no classes: only ``none``.
-    """
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
-        return None
-    if task == "regression":
-        raise VoxSegError(f"class weights {spec!r} given for a regression task, which has no "
-                          "classes; set class weights to none")
-    if isinstance(spec, str) and spec.strip().lower() in ("auto", "median"):
-        kind = spec.strip().lower()
-        if task == "multilabel":
-            flat = np.asarray(labels).reshape(num_classes, -1)
-            positives = (flat == 2).sum(axis=1)
-            annotated = (flat > 0).sum(axis=1)
-            return _computed_weights(kind, positives, annotated, multilabel=True)
-        counts = stroke_counts(labels, num_classes)
-        total = np.full(num_classes, counts.sum())
-        return _computed_weights(kind, counts, total, multilabel=False)
-    if isinstance(spec, str):
-        parts = [p for p in spec.replace(";", ",").split(",") if p.strip()]
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise VoxSegError(
-                f"class weights {spec!r} are not numbers; give 'auto', 'median', 'none' or one "
-                f"number per class, e.g. '1,2' for 2 classes"
-            ) from None
-    else:
-        try:
-            values = [float(v) for v in spec]
-        except (TypeError, ValueError):
-            raise VoxSegError(
-                f"class weights {spec!r} are not numbers; give one number per class"
-            ) from None
-    weights = np.asarray(values, dtype=np.float64)
-    if weights.size != num_classes:
-        raise VoxSegError(
-            f"{weights.size} class weight(s) given for {num_classes} classes; give exactly one "
-            f"weight per class ({num_classes}), or 'auto'"
-        )
-    if not np.isfinite(weights).all() or (weights < 0).any() or (weights > 1e6).any():
-        raise VoxSegError(
-            f"class weights {values} must be finite, >= 0 and at most 1e6; fix the ones that "
-            "are not"
-        )
-    if weights.sum() == 0:
-        raise VoxSegError("class weights are all 0, so nothing would be learned; give "
-                          "positive weights")
-    return weights.astype(np.float32)
 
 
 def percentiles(image: np.ndarray, low: float, high: float) -> np.ndarray:

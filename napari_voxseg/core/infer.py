@@ -22,19 +22,23 @@ from .data import check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
 from .models import divisors
+from .tasks import check_extra_outputs
 
 # Tiles overlap by a quarter: on the sample, 2.4x faster than by half with the same Dice
 # (0.995 / 0.925 / 0.949 against 0.994 / 0.929 / 0.927; benchmarks/predict_speed.py).
 DEFAULT_OVERLAP = 0.25
 
 
-def run_to_end(generator: Generator):
-    """Exhaust a generator and return its return value."""
+def run_to_end(generator: Generator, on_event: Callable | None = None):
+    """Exhaust a generator and return its return value; ``on_event(event)`` for each event
+    it yields (e.g. to draw progress)."""
     while True:
         try:
-            next(generator)
+            event = next(generator)
         except StopIteration as stop:
             return stop.value
+        if on_event is not None:
+            on_event(event)
 
 
 @dataclass
@@ -283,9 +287,7 @@ def iter_blend(
     ``spatial_shape`` instead of ``volume`` (None), and the ``pad_value`` (the normalized
     minimum) that pads a volume smaller than a tile.
     """
-    if (probabilities or uncertainty) and task == "regression":
-        raise VoxSegError("a regression model predicts values, not probabilities or "
-                          "uncertainty; leave those outputs out")
+    check_extra_outputs(task, probabilities, uncertainty)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise VoxSegError(f"batch size {batch_size!r} must be a whole number >= 1")
     if read is None:

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from .errors import VoxSegError
+from .targets import check_weights_allowed
+from .tasks import DEFAULT_LOSS, TASKS, check_task  # noqa: F401  (TASKS: part of this API)
 
-TASKS = ("multiclass", "multilabel", "regression")
-DEFAULT_LOSS = {"multiclass": "ce", "multilabel": "bce", "regression": "mse"}
+# How much the focal losses down-weight easy voxels: 0 is cross-entropy.
+FOCAL_GAMMA_RANGE = (0.0, 10.0)
 # MONAI's defaults, so that the Dice terms equal its DiceLoss.
 _SMOOTH = 1e-5
 
@@ -279,7 +281,6 @@ class LossInfo:
     factory: Callable[..., torch.nn.Module]
     task: str
     description: str
-    class_weights: bool = True  # whether per-class weights mean something for this loss
     gamma: bool = False  # takes focal_gamma
 
 
@@ -297,8 +298,8 @@ LOSSES: dict[str, LossInfo] = {
     "dice_ml": LossInfo(SigmoidDice, "multilabel", "soft Dice per class"),
     "focal_ml": LossInfo(SigmoidFocal, "multilabel", "focal loss per class (focal_gamma)",
                          gamma=True),
-    "mse": LossInfo(MaskedMSE, "regression", "mean squared error", class_weights=False),
-    "l1": LossInfo(MaskedL1, "regression", "mean absolute error", class_weights=False),
+    "mse": LossInfo(MaskedMSE, "regression", "mean squared error"),
+    "l1": LossInfo(MaskedL1, "regression", "mean absolute error"),
 }
 # What a user types and what it means depends on the task: "dice" and "focal" on a
 # multi-label task are the sigmoid versions.
@@ -318,10 +319,17 @@ def short_name(key: str) -> str:
     return {v: k[1] for k, v in _ALIASES.items()}.get(key, key)
 
 
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise VoxSegError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return task
+def check_focal_gamma(value) -> float:
+    """The focal gamma as a float, or :class:`VoxSegError` when it is not in range."""
+    low, high = FOCAL_GAMMA_RANGE
+    try:
+        gamma = float(value)
+    except (TypeError, ValueError):
+        gamma = float("nan")
+    if isinstance(value, bool) or not low <= gamma <= high:
+        raise VoxSegError(f"focal gamma = {value!r}; give a number from {low:g} to {high:g}, "
+                          "e.g. 2")
+    return gamma
 
 
 def resolve_loss(name: str | None, task: str) -> str:
@@ -345,16 +353,8 @@ def build_loss(name: str | None = None, class_weights: Sequence[float] | None = 
     """The loss ``name`` for ``task``, with optional per-class weights (and focal gamma)."""
     key = resolve_loss(name, task)
     info = LOSSES[key]
-    if class_weights is not None and not info.class_weights:
-        raise VoxSegError(f"loss {key!r} takes no class weights ({task} has no classes); set "
-                          "class weights to none")
+    if class_weights is not None:
+        check_weights_allowed([float(w) for w in class_weights], task)
     if info.gamma:
-        try:
-            gamma = float(focal_gamma)
-        except (TypeError, ValueError):
-            gamma = float("nan")
-        if not 0 <= gamma <= 10:
-            raise VoxSegError(f"focal gamma {focal_gamma!r} must be between 0 and 10 "
-                              "(2 is usual)")
-        return info.factory(class_weights=class_weights, gamma=gamma)
+        return info.factory(class_weights=class_weights, gamma=check_focal_gamma(focal_gamma))
     return info.factory(class_weights=class_weights)

@@ -1,7 +1,8 @@
 """A synthetic volume to try voxseg at once: background, round nuclei and curved tubes.
 
 Everything is generated from a seed with numpy, so the sample data, the tests and the benchmarks
-need no download. Classes follow DESIGN.md: 1 = background, 2 = nuclei, 3 = tubes.
+need no download. Classes follow the label convention (docs/architecture.md): 1 = background,
+2 = nuclei, 3 = tubes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@
 
 :func:`prepare_target` returns a :class:`Target`: the array the loss sees, plus ``strata``, a
 ``(Z, Y, X)`` int map that the patch sampler balances over (0 = nothing to learn there).
+
+Every check of what a user painted lives here (:func:`check_labels`, :func:`check_multilabel`,
+:func:`check_regression`), and so do the class weights computed from it (:func:`class_weights`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import check_labels, stroke_counts
 from .errors import VoxSegError
-from .losses import check_task
+from .tasks import check_task, task_info
 
 PRESENT, ABSENT = 2, 1
+# The most classes a network has (its outputs are stored as uint8 labels 1..K).
+MAX_CLASSES = 255
 
 
 @dataclass
@@ -154,7 +158,7 @@ def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
     known values (kept in ``Target.scale`` to undo it after prediction). ``name`` (e.g. the
     layer's) is what error messages call the labels or the target."""
     check_task(task)
-    if mask is not None and task != "regression":
+    if mask is not None and not task_info(task).takes_mask:
         raise VoxSegError(f"a mask is for regression targets; for a {task} task paint 0 where "
                           "nothing is known")
     if task == "multiclass":
@@ -182,33 +186,165 @@ def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
                   scale=(mean, std))
 
 
-def boundary_weight_map(reference: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0,
-                        voxel_size: Sequence[float] | None = None) -> np.ndarray:
-    """Per-voxel loss weights ``1 + w0 * exp(-d^2 / (2 sigma^2))``, after the U-Net paper.
+# ---- strokes: checks, counts and class weights ------------------------------------------
+def check_labels(
+    labels, spatial_shape: Sequence[int], *, num_classes: int | None = None, name: str = "labels"
+) -> tuple[np.ndarray, int]:
+    """Check strokes and return ``(labels, K)``.
 
-    ``d`` is the distance (in voxels of the finest axis) from each voxel to the nearest voxel of a
-    different class in ``reference``: the strokes (0 = not annotated, ignored) or a prediction
-    (every voxel labelled). Voxels near where two classes meet weigh up to ``1 + w0``.
+    ``labels`` must be an integer ``(Z, Y, X)`` array of the image's spatial shape, with 0 for "not
+    annotated" and 1..K for classes; at least two classes must have strokes. ``K`` is
+    ``num_classes`` when given, else the largest class id painted. The input is never modified.
     """
-    from scipy.ndimage import distance_transform_edt
+    array = np.asarray(labels)
+    spatial_shape = tuple(int(s) for s in spatial_shape)
+    if array.dtype.kind == "b":
+        raise VoxSegError(
+            f"{name} is a boolean mask; voxseg needs class ids (0 = not annotated, 1..K = "
+            "classes): convert with mask.astype(np.uint8) + 1 where the mask is annotated"
+        )
+    if array.dtype.kind not in "iu":
+        raise VoxSegError(
+            f"{name} has dtype {array.dtype}; strokes must be integers (0 = not annotated, "
+            "1..K = classes): use a Labels layer, or convert with labels.astype(np.uint8)"
+        )
+    if array.shape != spatial_shape:
+        raise VoxSegError(
+            f"{name} have shape {array.shape} but the image has shape {spatial_shape}; "
+            "paint on a Labels layer made for this image ('New annotations')"
+        )
+    if array.size and array.min() < 0:
+        raise VoxSegError(
+            f"{name} hold negative values (min {int(array.min())}); use 0 for not annotated "
+            "and 1..K for classes"
+        )
+    present = np.unique(array)
+    present = present[present > 0]
+    if present.size == 0:
+        raise VoxSegError(
+            f"{name} hold no strokes (every voxel is 0); paint a few strokes of each class "
+            "(1 = background, 2 = object, ...) and train again"
+        )
+    if present.size == 1:
+        raise VoxSegError(
+            f"{name} hold strokes of only one class ({int(present[0])}); paint at least two "
+            "classes, e.g. 1 for background and 2 for the objects"
+        )
+    largest = int(present.max())
+    if largest > MAX_CLASSES:
+        raise VoxSegError(
+            f"{name} use class {largest}; voxseg takes at most {MAX_CLASSES} classes: number "
+            f"the classes 1..K with K <= {MAX_CLASSES}"
+        )
+    if num_classes is not None:
+        num_classes = int(num_classes)
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise VoxSegError(f"class count is {num_classes}; give 2 to {MAX_CLASSES} classes")
+        if largest > num_classes:
+            raise VoxSegError(
+                f"{name} use class {largest} but the class count is {num_classes}; raise the "
+                f"class count to {largest} or erase the strokes of class {largest}"
+            )
+    return array, num_classes if num_classes is not None else largest
 
-    reference = np.asarray(reference)
-    if not (np.isfinite(w0) and w0 >= 0 and np.isfinite(sigma) and sigma > 0):
-        raise VoxSegError(f"boundary weight {w0!r} must be >= 0 and sigma {sigma!r} > 0")
-    sampling = None
-    if voxel_size is not None:
-        v = np.asarray(voxel_size, dtype=np.float64)
-        sampling = v / v.min()
-    classes = [int(c) for c in np.unique(reference) if c > 0]
-    nearest_other = np.full(reference.shape, np.inf, dtype=np.float32)
-    if len(classes) >= 2:
-        distances = {c: distance_transform_edt(reference != c, sampling=sampling).astype(
-            np.float32) for c in classes}
-        for c in classes:
-            inside = reference == c
-            for other in classes:
-                if other != c:
-                    np.minimum(nearest_other, np.where(inside, distances[other], np.inf),
-                               out=nearest_other)
-    weights = 1.0 + w0 * np.exp(-(nearest_other.astype(np.float64) ** 2) / (2 * sigma**2))
+
+def stroke_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Voxels painted per class, index 0 = class 1."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes + 1)
+    return counts[1 : num_classes + 1].astype(np.int64)
+
+
+WEIGHT_SPECS = ("none", "auto", "median")
+
+
+def _computed_weights(kind: str, positives: np.ndarray, annotated: np.ndarray,
+                      multilabel: bool) -> np.ndarray:
+    """Weights from stroke counts: ``positives`` per class and ``annotated`` per class."""
+    positives = positives.astype(np.float64)
+    annotated = annotated.astype(np.float64)
+    weights = np.zeros(positives.size) if not multilabel else np.ones(positives.size)
+    usable = (positives > 0) & (annotated > positives if multilabel else annotated > 0)
+    if not usable.any():
+        return weights.astype(np.float32)
+    freq = positives[usable] / annotated[usable]
+    if kind == "median":
+        weights[usable] = np.median(freq) / freq
+    elif multilabel:  # PyTorch's pos_weight: absent / present
+        weights[usable] = (annotated[usable] - positives[usable]) / positives[usable]
+    else:
+        weights[usable] = 1.0 / freq
+        weights[usable] /= weights[usable].mean()
+    return np.clip(weights, 0.0, 1e6).astype(np.float32)
+
+
+def no_weights(spec) -> bool:
+    """Whether a class-weight spec asks for no weights (None, "" or "none")."""
+    return spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none"))
+
+
+def check_weights_allowed(spec, task: str) -> None:
+    """Class weights only where the task has classes (not for regression)."""
+    if not no_weights(spec) and not task_info(task).has_classes:
+        raise VoxSegError(f"a {task} task has no classes, so it takes no class weights "
+                          f"({spec!r} given); set class weights to none")
+
+
+def class_weights(spec, labels: np.ndarray, num_classes: int,
+                  task: str = "multiclass") -> np.ndarray | None:
+    """Per-class loss weights from a spec.
+
+    ``spec`` is ``None``/``"none"`` (no weights), ``"auto"``, ``"median"``, or weights
+    ``"w1,w2,..."`` / a sequence, one per class. Computed weights come from the strokes:
+
+    - multi-class (``labels`` ``(Z, Y, X)``, 1..K): ``auto`` is the inverse frequency of each
+      class among the painted voxels, scaled to mean 1; ``median`` is median-frequency balancing
+      (median of the class frequencies / the class frequency). Unpainted classes get 0.
+    - multi-label (``labels`` ``(K, Z, Y, X)``, 1 absent / 2 present): the weights are positive
+      weights; ``auto`` is absent / present voxels per class (PyTorch's ``pos_weight``),
+      ``median`` median-frequency balancing of the 'present' frequencies.
+    - regression has no classes: only ``none``.
+    """
+    if no_weights(spec):
+        return None
+    check_weights_allowed(spec, task)
+    if isinstance(spec, str) and spec.strip().lower() in ("auto", "median"):
+        kind = spec.strip().lower()
+        if task_info(task).activation == "sigmoid":  # multilabel: positive weights
+            flat = np.asarray(labels).reshape(num_classes, -1)
+            positives = (flat == 2).sum(axis=1)
+            annotated = (flat > 0).sum(axis=1)
+            return _computed_weights(kind, positives, annotated, multilabel=True)
+        counts = stroke_counts(labels, num_classes)
+        total = np.full(num_classes, counts.sum())
+        return _computed_weights(kind, counts, total, multilabel=False)
+    if isinstance(spec, str):
+        parts = [p for p in spec.replace(";", ",").split(",") if p.strip()]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise VoxSegError(
+                f"class weights {spec!r} are not numbers; give 'auto', 'median', 'none' or one "
+                f"number per class, e.g. '1,2' for 2 classes"
+            ) from None
+    else:
+        try:
+            values = [float(v) for v in spec]
+        except (TypeError, ValueError):
+            raise VoxSegError(
+                f"class weights {spec!r} are not numbers; give one number per class"
+            ) from None
+    weights = np.asarray(values, dtype=np.float64)
+    if weights.size != num_classes:
+        raise VoxSegError(
+            f"{weights.size} class weight(s) given for {num_classes} classes; give exactly one "
+            f"weight per class ({num_classes}), or 'auto'"
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any() or (weights > 1e6).any():
+        raise VoxSegError(
+            f"class weights {values} must be finite, >= 0 and at most 1e6; fix the ones that "
+            "are not"
+        )
+    if weights.sum() == 0:
+        raise VoxSegError("class weights are all 0, so nothing would be learned; give "
+                          "positive weights")
     return weights.astype(np.float32)

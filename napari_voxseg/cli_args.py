@@ -1,0 +1,141 @@
+"""The command line's arguments: one parser, its subcommands and their help (the commands
+themselves are in :mod:`napari_voxseg.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other bad input."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser(**commands) -> argparse.ArgumentParser:
+    """The parser; ``commands``: the function each subcommand runs (train, predict, ...)."""
+    from .core import TrainConfig
+    from .core.device import DEVICES, PRECISIONS
+    from .core.infer import DEFAULT_OVERLAP
+    from .core.losses import losses_for
+    from .core.tasks import TASKS
+    from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
+
+    parser = _Parser(prog="python -m napari_voxseg",
+                     description="Train, apply and score 3D segmentation networks from strokes.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    names = sorted({n for t in TASKS for n in losses_for(t)})
+    p = sub.add_parser("train", help="train a network on an image and its strokes")
+    p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
+    p.add_argument("labels", nargs="+",
+                   help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
+                        "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
+                        "2 = present; regression: the float target")
+    p.add_argument("--out", required=True,
+                   help="model folder to write: a new name or an empty folder (an earlier "
+                        "voxseg model only with --overwrite; any other folder is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier model folder that voxseg wrote")
+    p.add_argument("--task", default=None, choices=TASKS,
+                   help="default multiclass (with --init: the model's task)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune this saved model on the strokes instead of training a new "
+                        "one (default learning rate then "
+                        f"{TrainConfig.learning_rate * FINE_TUNE_LR_FACTOR:g})")
+    p.add_argument("--loss", default=None, choices=names, metavar="LOSS",
+                   help="multiclass: " + ", ".join(losses_for("multiclass"))
+                        + " (default ce); multilabel: " + ", ".join(losses_for("multilabel"))
+                        + " (default bce); regression: " + ", ".join(losses_for("regression"))
+                        + " (default mse)")
+    p.add_argument("--class-weights", default="none",
+                   help="none | auto (inverse stroke frequency; multilabel: absent/present) | "
+                        "median (median-frequency balancing) | w1,w2,... (one per class)")
+    p.add_argument("--focal-gamma", type=float, default=TrainConfig.focal_gamma,
+                   help="focal loss: how much easy voxels are down-weighted (0 = cross-entropy)")
+    p.add_argument("--boundary-weight", type=float, default=TrainConfig.boundary_weight,
+                   help="boundary_ce: extra weight at a class boundary (w0)")
+    p.add_argument("--boundary-sigma", type=float, default=TrainConfig.boundary_sigma,
+                   help="boundary_ce: fall-off of the extra weight, in voxels")
+    p.add_argument("--boundary-from", default=None, metavar="LABELS",
+                   help="boundary_ce: find boundaries in these labels (e.g. a prediction) "
+                        "instead of the strokes")
+    p.add_argument("--mask", default=None,
+                   help="regression: where the target is known (nonzero); default everywhere")
+    p.add_argument("--classes", type=int, default=None,
+                   help="class count K (default: the largest class painted)")
+    p.add_argument("--class-names", default=None,
+                   help="name1,name2,... (multilabel default: the label files' names)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"training steps (default {TrainConfig.iterations})")
+    p.add_argument("--network", default="auto", choices=NETWORKS,
+                   help="auto: a 2D U-Net applied slice by slice for stacks with fewer slices "
+                        "than a 3D patch, else a 3D U-Net whose pooling follows the voxel size; "
+                        "or 3d / 2d")
+    p.add_argument("--patch-size", default=None,
+                   help="Z,Y,X (default: 32,48,48 for isotropic voxels, flatter and wider for "
+                        "anisotropic ones, 1,48,48 for 2D)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 2 (3D) or 8 (2D)")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="the image's channel axis, for 4D files that do not say (e.g. 3 for "
+                        "a .npy saved as Z,Y,X,C); .tif/OME-TIFF/OME-Zarr channels are found")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: float16 on CUDA, bfloat16 on CPUs with AMX/AVX512-BF16, else "
+                        "float32")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
+    p.set_defaults(func=commands["train"])
+
+    p = sub.add_parser("predict", help="label a volume with a saved model")
+    p.add_argument("model", help="model folder")
+    p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
+    p.add_argument("--out", required=True, help="labels file to write (1..K)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never an input; a .zarr folder only "
+                        "if voxseg wrote it)")
+    p.add_argument("--probabilities", default=None, help="also write (K, Z, Y, X) probabilities")
+    p.add_argument("--uncertainty", default=None,
+                   help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "
+                        "0 (sure) to 1")
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                   help="how much neighbouring tiles overlap, 0 to <1 (default "
+                        f"{DEFAULT_OVERLAP:g})")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: float16 on CUDA, bfloat16 on CPUs with AMX/AVX512-BF16, else "
+                        "float32")
+    p.add_argument("--block", default=None,
+                   help="Z,Y,X block size for block-wise prediction (.zarr in or out; default "
+                        "about 16M voxels)")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="the image's channel axis, for 4D files that do not say")
+    p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
+    p.add_argument("--resample", action="store_true",
+                   help="when the image's voxel size differs from the model's, predict at the "
+                        "model's voxel size and resample the results back")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the blocks on a dask.distributed cluster (tcp://host:8786)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(func=commands["predict"])
+
+    p = sub.add_parser("evaluate", help="Dice and IoU per class against a ground truth (for "
+                                        "regression: mean absolute and RMS error)")
+    p.add_argument("prediction")
+    p.add_argument("ground_truth")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--mask", default=None, help="regression: compare only where nonzero")
+    p.set_defaults(func=commands["evaluate"])
+
+    p = sub.add_parser("demo", help="open napari with the sample and the widget (headless: "
+                                    "train, predict, write the prediction and a screenshot)")
+    p.add_argument("--headless", action="store_true")
+    p.add_argument("--out", default="voxseg-demo", help="folder for the headless outputs")
+    p.add_argument("--iterations", type=int, default=None)
+    p.set_defaults(func=commands["demo"])
+    return parser
