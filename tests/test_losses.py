@@ -16,8 +16,8 @@ from napari_voxseg.core import (
     save_model,
     train,
 )
-from napari_voxseg.core.losses import DEFAULT_LOSS, LOSSES, build_loss, losses_for, resolve_loss
 from napari_voxseg.core.boundary import boundary_weight_map
+from napari_voxseg.core.losses import DEFAULT_LOSS, LOSSES, build_loss, losses_for, resolve_loss
 from napari_voxseg.core.targets import (
     check_multilabel,
     check_regression,
