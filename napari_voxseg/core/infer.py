@@ -10,7 +10,6 @@ it, so predicting a volume block by block gives exactly what predicting it whole
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from .data import check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
 from .models import divisors
+from .resample import resample_factors, resize, voxel_mismatch  # noqa: F401
 from .tasks import check_extra_outputs
+from .tiles import TileGrid, concrete, gaussian_importance, tile_starts  # noqa: F401
 
 # Tiles overlap by a quarter: on the sample, 2.4x faster than by half with the same Dice
 # (0.995 / 0.925 / 0.949 against 0.994 / 0.929 / 0.927; benchmarks/predict_speed.py).
@@ -73,79 +74,6 @@ class PredictResult:
         return self.values if self.task == "regression" else self.labels
 
 
-@functools.lru_cache(maxsize=8)
-def gaussian_importance(patch_size: tuple[int, ...], sigma_scale: float = 1 / 8) -> np.ndarray:
-    """Gaussian weights for a tile: 1 in the centre, sigma = size * sigma_scale, never 0."""
-    grids = []
-    for size in patch_size:
-        d = np.arange(size) - (size - 1) / 2
-        sigma = max(size * sigma_scale, 1e-3)
-        grids.append(np.exp(-0.5 * (d / sigma) ** 2))
-    window = functools.reduce(np.multiply.outer, grids).astype(np.float32)
-    window /= window.max()
-    window = np.maximum(window, window[window > 0].min(), out=window)
-    window.setflags(write=False)
-    return window
-
-
-def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start offsets of tiles of length ``patch`` covering ``[0, size)`` with the given overlap."""
-    if size <= patch:
-        return [0]
-    step = max(1, int(round(patch * (1 - overlap))))
-    count = math.ceil((size - patch) / step) + 1
-    return sorted({int(round(s)) for s in np.linspace(0, size - patch, count)})
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """Where the tiles lie: ``patch`` (the tile size, shrunk to fit a small volume) and the
-    tile starts along each axis of the volume (padded at its end to at least one tile)."""
-
-    shape: tuple[int, int, int]  # the volume's spatial shape
-    patch: tuple[int, int, int]
-    starts: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
-
-    @classmethod
-    def of(cls, shape: Sequence[int], patch_size: Sequence[int], divisor: Sequence[int],
-           overlap: float):
-        """``divisor``: what the network needs each tile size to be a multiple of (Z, Y, X),
-        see :func:`~.models.divisors`."""
-        if not 0 <= overlap < 1:
-            raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
-        patch = tuple(max(d, min(int(p), -(-int(s) // d) * d))
-                      for p, s, d in zip(patch_size, shape, divisor))
-        starts = tuple(tuple(tile_starts(max(int(s), p), p, overlap))
-                       for s, p in zip(shape, patch))
-        return cls(tuple(int(s) for s in shape), patch, starts)
-
-    def tiles_meeting(self, region: Sequence[slice]) -> list[tuple[int, int, int]]:
-        """The corners of the tiles that overlap ``region``, in raster order."""
-        per_axis = [[s for s in starts if s < r.stop and s + p > r.start]
-                    for starts, r, p in zip(self.starts, region, self.patch)]
-        return [(z, y, x) for z in per_axis[0] for y in per_axis[1] for x in per_axis[2]]
-
-    def count(self) -> int:
-        return math.prod(len(s) for s in self.starts)
-
-
-def concrete(region: Sequence[slice] | None, shape: Sequence[int]) -> tuple[slice, ...]:
-    """``region`` with its bounds filled in and checked (None: the whole volume)."""
-    if region is None:
-        return tuple(slice(0, int(n)) for n in shape)
-    region = tuple(region)
-    if len(region) != 3 or not all(isinstance(r, slice) for r in region):
-        raise VoxSegError(f"region {region!r} must be three slices (Z, Y, X)")
-    out = []
-    for r, n in zip(region, shape):
-        start, stop, step = r.indices(int(n))
-        if step != 1 or stop <= start:
-            raise VoxSegError(f"the region {region} is empty or strided in a volume of shape "
-                              f"{tuple(shape)}; give slices with start < stop and no step")
-        out.append(slice(start, stop))
-    return tuple(out)
-
-
 def iter_predict(
     model: torch.nn.Module,
     image,
@@ -189,7 +117,7 @@ def iter_predict(
             raise VoxSegError("a region cannot be predicted with resampling; predict the "
                               "whole volume, or leave resampling off")
         scaled = tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))
-        volume = _resize(torch.from_numpy(volume), scaled).numpy()
+        volume = resize(torch.from_numpy(volume), scaled).numpy()
     result = yield from iter_blend(
         model, volume, task=task, divisor=divisors(arch),
         patch_size=tile_size or config["patch_size"], target_scale=config.get("target_scale"),
@@ -202,62 +130,10 @@ def iter_predict(
     if factors is None or result.cancelled:
         return result
     if task == "regression":
-        values = _resize(torch.from_numpy(result.values[None]), shape)[0]
+        values = resize(torch.from_numpy(result.values[None]), shape)[0]
         return PredictResult(labels=None, values=values.numpy(), task=task)
-    probs = _resize(torch.from_numpy(result.probabilities), shape)
+    probs = resize(torch.from_numpy(result.probabilities), shape)
     return _finish(probs, torch.ones(shape), task, None, probabilities, uncertainty)
-
-
-# Voxel sizes that differ by less than this fraction on every axis count as the same.
-VOXEL_TOLERANCE = 0.1
-
-
-def _voxel(values) -> tuple[float, float, float] | None:
-    try:
-        voxel = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
-    if len(voxel) != 3 or not all(math.isfinite(v) and v > 0 for v in voxel):
-        return None
-    return voxel
-
-
-def resample_factors(model_voxel, image_voxel) -> tuple[float, float, float] | None:
-    """How much to scale each axis of an image of ``image_voxel`` to the model's voxel size;
-    None when either is unknown or they agree within :data:`VOXEL_TOLERANCE`."""
-    model_voxel, image_voxel = _voxel(model_voxel or ()), _voxel(image_voxel or ())
-    if model_voxel is None or image_voxel is None:
-        return None
-    factors = tuple(i / m for i, m in zip(image_voxel, model_voxel))
-    if all(abs(f - 1) <= VOXEL_TOLERANCE for f in factors):
-        return None
-    return factors
-
-
-def voxel_mismatch(model: torch.nn.Module, voxel_size) -> str | None:
-    """A one-line warning when ``voxel_size`` differs from the one ``model`` was trained at
-    (the network then sees every object at another size), else None."""
-    model_voxel = model.config.get("voxel_size")
-    if resample_factors(model_voxel, voxel_size) is None:
-        return None
-    show = lambda v: "x".join(f"{float(x):g}" for x in v)  # noqa: E731
-    return (f"the image's voxel size {show(voxel_size)} differs from the {show(model_voxel)} "
-            "the model was trained at, so objects look larger or smaller to it than in "
-            "training; resample to the model's voxel size")
-
-
-def _resize(array: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Trilinear resize of a ``(C, Z, Y, X)`` float tensor to the spatial ``shape``, a channel
-    at a time (less memory)."""
-    shape = tuple(int(s) for s in shape)
-    if tuple(array.shape[1:]) == shape:
-        return array
-    out = torch.empty((array.shape[0], *shape), dtype=torch.float32)
-    for c in range(array.shape[0]):
-        out[c] = torch.nn.functional.interpolate(
-            array[c][None, None].float(), size=shape, mode="trilinear",
-            align_corners=False)[0, 0]
-    return out
 
 
 def iter_blend(
