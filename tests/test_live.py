@@ -3,7 +3,9 @@ the loss curve, Stop / Continue / Fine-tune, and layers or the viewer going away
 
 import numpy as np
 import pytest
+from napari.components import ViewerModel
 
+from napari_voxseg._qt.view import PREVIEW_TILES_2D, PREVIEW_TILES_3D, camera
 from napari_voxseg._qt.widget import VoxSegWidget, view_region
 from napari_voxseg.core.train import FINE_TUNE_LR_FACTOR
 
@@ -91,9 +93,14 @@ def test_stop_continue_and_fine_tune(live, qtbot):
 
     # Continue goes on from the step it stopped at, to the end of the same schedule.
     seen = []
+
+    def record(event):
+        seen.append(getattr(event, "step", None))
+
+    widget.session.yielded.connect(record)  # every event of the run, on the main thread
     widget.continue_button.clicked.emit()
-    widget._worker.yielded.connect(lambda e: seen.append(getattr(e, "step", None)))
     wait_done(qtbot, widget, timeout=120_000)
+    widget.session.yielded.disconnect(record)
     steps = [s for s in seen if s is not None]
     assert steps[0] == stopped_at + 1 and steps[-1] == 60
     assert steps_done(widget) == 60 and not widget.continue_button.enabled
@@ -134,14 +141,14 @@ def test_removing_a_layer_in_use_stops_training(live, qtbot):
     wait_done(qtbot, widget, timeout=30_000)
     assert "removed" in widget.status.value
     assert widget.model is not None  # what it learned is kept
-    assert widget._job is None and widget.train_button.enabled
+    assert widget.session.job is None and widget.train_button.enabled
 
 
 def test_closing_the_viewer_mid_training_stops_cleanly(live, qtbot):
     viewer, widget = live
     widget.train()
     qtbot.waitUntil(lambda: len(widget.previews) >= 1, timeout=60_000)
-    job = widget._job
+    job = widget.session.job
     viewer.close()
     assert job.done.is_set()  # the worker ended while the window closed, no thread left
     assert not widget.running
@@ -157,6 +164,46 @@ def test_view_region_in_2d_and_3d(live):
     viewer.dims.ndisplay = 3
     region = view_region(viewer, layer, patch)
     assert region == (slice(0, 48), slice(0, 96), slice(0, 96))  # all of a small volume
+
+
+def test_view_region_is_cut_to_the_volume_at_any_zoom():
+    """A view partly outside the volume, a camera zoomed far out (PREVIEW_TILES_2D tiles at
+    most) or far in (the voxels at the centre), a view that misses the volume (None), and in
+    3D a block of PREVIEW_TILES_3D tiles moved inside the volume, whatever the zoom."""
+    viewer = ViewerModel()
+    viewer.canvas.size = (400, 600)
+    layer = viewer.add_image(np.zeros((8, 1000, 1000), np.float32), scale=(2.0, 0.5, 0.5),
+                             translate=(0.0, 100.0, 0.0))
+    patch = (8, 48, 48)
+    cam = camera(viewer)
+
+    def centre(y, x, z=0.0):  # the camera's centre on voxel (y, x), in world coordinates
+        cam.center = (z, 100.0 + 0.5 * y, 0.5 * x)
+
+    half = PREVIEW_TILES_2D * 48 // 2
+    viewer.dims.set_point(0, 2.0 * 3)  # slice 3, and one on each side (patch 8 // 4 - 1)
+    cam.zoom = 1e-4  # far out: the whole volume is on the canvas
+    centre(500, 500)
+    assert view_region(viewer, layer, patch) == (slice(2, 5), slice(500 - half, 500 + half),
+                                                 slice(500 - half, 500 + half))
+    centre(10, 990)  # partly outside, above and to the right
+    assert view_region(viewer, layer, patch) == (slice(2, 5), slice(0, 10 + half),
+                                                 slice(990 - half, 1000))
+    viewer.dims.set_point(0, 0.0)  # the first slice: the one before it is outside
+    assert view_region(viewer, layer, patch)[0] == slice(0, 2)
+    cam.zoom = 1e4  # far in: the voxels at the centre
+    centre(500, 500)
+    assert view_region(viewer, layer, patch)[1:] == (slice(499, 501), slice(499, 501))
+    centre(-500, 500)  # the view misses the volume
+    assert view_region(viewer, layer, patch) is None
+
+    viewer.dims.ndisplay = 3
+    centre(990, 10, z=8.0)
+    block = PREVIEW_TILES_3D * 48
+    for zoom in (1e-4, 1e4):
+        cam.zoom = zoom
+        assert view_region(viewer, layer, patch) == (slice(0, 8), slice(1000 - block, 1000),
+                                                     slice(0, block))
 
 
 def test_a_prediction_being_corrected_is_never_written(live, qtbot):

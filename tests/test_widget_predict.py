@@ -26,7 +26,7 @@ def viewer_widget(make_napari_viewer, model):
     widget = VoxSegWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.model = model
-    widget._set_running(False)
+    assert widget.fine_tune_button.enabled  # setting the model refreshes the buttons
     return viewer, widget
 
 

@@ -1,0 +1,256 @@
+"""Reading the form into a run: a checked TrainConfig and copies of what the run reads.
+
+Everything is read on the main thread, and the worker gets copies, never the layers, so a run
+can never change them. The checks training or prediction would make are made here, so that a
+mistake is told at once. Nothing here notifies: a mistake is a :class:`VoxSegError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import TrainConfig, VoxSegError, check_image, class_weights, resolve_device
+from ..core.infer import voxel_mismatch
+from ..core.losses import resolve_loss
+from ..core.targets import prepare_target
+from ..core.train import FINE_TUNE_LR_FACTOR, fine_tune_config, plan_config
+from .form import Form
+from .results import spatial
+
+
+@dataclass
+class Inputs:
+    """What a training run learns from, copied from the layers on the main thread."""
+
+    labels: object  # the strokes (or the regression target), as the core takes them
+    kwargs: dict  # more for iter_train (mask, boundary_reference, model, resume)
+    names: list | None  # class names
+    layers: list  # every layer read besides the image: removing one stops the run
+    live_layers: list  # the layers whose painting joins a running training
+    copy_strokes: object  # () -> a fresh copy of the strokes, for the worker's get_labels
+
+
+@dataclass
+class TrainingRun:
+    """A training run, read from the form and checked: ready to start."""
+
+    image_layer: object
+    image: np.ndarray  # (C, Z, Y, X) float32, the image and its extra channels
+    inputs: Inputs
+    config: TrainConfig
+    patch: tuple = ()  # the training patch (the live previews' tile)
+    first_step: int = 0  # a continued run goes on from here
+    layers: list = field(default_factory=list)  # every layer the run reads
+
+    @property
+    def voxel_size(self) -> tuple:
+        return tuple(spatial(self.image_layer)[0])
+
+
+@dataclass
+class PredictionRun:
+    """A prediction, read from the form and checked: ready to start."""
+
+    image_layer: object
+    image: object  # (C, Z, Y, X) float32 in memory, or the lazy data (``blocks``)
+    voxel_size: tuple
+    resample: bool
+    lazy: bool  # the layer's data is lazy (dask, zarr...)
+    blocks: bool  # predicted block by block into zarr stores, never loaded whole
+    outputs: dict  # probabilities / uncertainty
+    layers: list  # every layer the run reads
+
+
+def input_image(form: Form, image_layer, channels: int | None = None) -> np.ndarray:
+    """The image and the chosen extra channels, as one float32 (C, Z, Y, X) array.
+    ``channels``: the count a model takes (checked, with advice)."""
+    extra = [layer for layer in (form.channels.value or []) if layer is not image_layer]
+    parts = [check_image(layer.data, name=layer.name) for layer in [image_layer, *extra]]
+    for layer, part in zip(extra, parts[1:]):
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise VoxSegError(f"channel layer {layer.name} has shape {part.shape[1:]}, not "
+                              f"the image's {parts[0].shape[1:]}; choose layers of the "
+                              "same shape under 'More channels'")
+    image = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if channels is not None and image.shape[0] != channels:
+        raise VoxSegError(f"the model takes {channels} channel(s) but {image_layer.name}"
+                          f"{' with the chosen channels' if extra else ''} has "
+                          f"{image.shape[0]}; choose {channels} channel(s) in all (the "
+                          "image plus 'More channels')")
+    return image
+
+
+def extra_outputs(form: Form, task: str) -> dict:
+    """Probabilities / uncertainty, as asked for in the form (not for regression)."""
+    if task == "regression":
+        return {"probabilities": False, "uncertainty": False}
+    return {"probabilities": bool(form.want_probabilities.value),
+            "uncertainty": bool(form.want_uncertainty.value)}
+
+
+def _class_name(layer_name: str, image_layer) -> str:
+    """'scan nuclei' -> 'nuclei' when the image is 'scan': the class, without the image's name."""
+    prefix = f"{image_layer.name} " if image_layer is not None else ""
+    rest = layer_name[len(prefix):].strip() if layer_name.startswith(prefix) else ""
+    return rest or layer_name
+
+
+def _copier(layers):
+    """() -> a fresh copy of each layer's data (one array for one layer, None for none)."""
+    if layers is None:
+        return lambda: None
+    if not isinstance(layers, list):
+        return lambda: np.array(layers.data, copy=True)
+    return lambda: [np.array(layer.data, copy=True) for layer in layers]
+
+
+def training_inputs(form: Form) -> Inputs:
+    """Copies (taken now, on the main thread) of what the task learns from."""
+    task = form.task.value
+    kwargs, names = {}, None
+    if task == "multiclass":
+        layers = [form.labels_choice.value] if form.labels_choice.value is not None else []
+        if not layers:
+            raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
+                              "few strokes of each class")
+        copy_strokes = _copier(layers[0])
+    elif task == "multilabel":
+        layers = list(form.multi_labels.value or [])
+        if not layers:
+            raise VoxSegError("no annotation layers chosen: a multi-label task needs one "
+                              "layer per class (press 'New annotations' once per class)")
+        names = [_class_name(layer.name, form.image_choice.value) for layer in layers]
+        copy_strokes = _copier(layers)
+    else:
+        target = form.target_choice.value
+        if target is None:
+            raise VoxSegError("no target layer: open the float image to learn (e.g. a "
+                              "distance map) as an Image layer")
+        mask = form.mask_choice.value
+        mask = None if mask in (None, "everywhere") else mask
+        layers = [target] if mask is None else [target, mask]
+        names = [target.name]
+        copy_strokes = _copier(mask)  # regression: what changes while training is the mask
+        kwargs["mask"] = copy_strokes()
+    labels = copy_strokes() if task != "regression" else np.array(target.data, copy=True)
+    live = layers[1:] if task == "regression" else list(layers)
+    boundary = form.loss.value and resolve_loss(form.loss.value, task) == "boundary_ce"
+    if boundary and form.boundary_choice.value not in (None, "strokes"):
+        kwargs["boundary_reference"] = np.array(form.boundary_choice.value.data, copy=True)
+        layers.append(form.boundary_choice.value)
+    return Inputs(labels, kwargs, names, layers, live, copy_strokes)
+
+
+def learning_rate(form: Form) -> float:
+    text = str(form.learning_rate.value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise VoxSegError(f"learning rate {text!r} is not a number; type one like 0.003") \
+            from None
+
+
+def train_config(form: Form, device, class_names=None) -> TrainConfig:
+    """The TrainConfig the form describes (not yet checked; the learning rate is not set)."""
+    threads = max(1, (os.cpu_count() or 2) - 1) if device.type == "cpu" else None
+    task = form.task.value
+    return TrainConfig(iterations=int(form.iterations.value), task=task,
+                       loss=form.loss.value, focal_gamma=float(form.focal_gamma.value),
+                       class_weights=form.weights.value if task != "regression" else "none",
+                       num_classes=(int(form.classes.value) or None)
+                       if task == "multiclass" else None,
+                       class_names=class_names, device=str(device), num_threads=threads,
+                       network=form.network.value)
+
+
+def _input_name(form: Form) -> str | None:
+    layer = {"multiclass": form.labels_choice.value,
+             "regression": form.target_choice.value}.get(form.task.value)
+    return None if layer is None else layer.name
+
+
+def _image_layer(form: Form):
+    if form.image_choice.value is None:
+        raise VoxSegError("no image layer: open a volume first")
+    return form.image_choice.value
+
+
+def _ready(form: Form, run: TrainingRun, model) -> TrainingRun:
+    """Add the preview tile and the layers read (the patch the core will train on)."""
+    architecture = None if model is None else model.config["architecture"]
+    run.patch = plan_config(run.config, run.image.shape[1:], run.voxel_size,
+                            architecture=architecture)[0].patch_size
+    run.layers = [run.image_layer, *(form.channels.value or []), *run.inputs.layers]
+    return run
+
+
+def training_run(form: Form, model=None, *, fine_tune: bool = False) -> TrainingRun:
+    """A new network (or, ``fine_tune``, ``model`` further, at a lower learning rate)."""
+    if fine_tune and model is None:
+        raise VoxSegError("no model to fine-tune: train one or press 'Load model...'")
+    model_task = model.config.get("task", "multiclass") if fine_tune else None
+    if fine_tune and model_task != form.task.value:
+        raise VoxSegError(f"the model does a {model_task} task, not {form.task.value}; "
+                          f"set Task to {model_task}, or press Train for a new model")
+    image_layer = _image_layer(form)
+    channels = model.config["architecture"]["in_channels"] if fine_tune else None
+    image = input_image(form, image_layer, channels)
+    inputs = training_inputs(form)
+    config = train_config(form, resolve_device(form.device.value), class_names=inputs.names)
+    config.learning_rate = learning_rate(form)
+    if fine_tune:  # what fine-tuning means is the core's: the model's network, patch, ...
+        config = fine_tune_config(model, **{**dataclasses.asdict(config), "learning_rate":
+                                            config.learning_rate * FINE_TUNE_LR_FACTOR})
+    config = config.checked()
+    target = prepare_target(config.task, inputs.labels, image.shape[1:], names=inputs.names,
+                            num_classes=config.num_classes, mask=inputs.kwargs.get("mask"),
+                            name=_input_name(form))
+    class_weights(config.class_weights, target.data, target.num_outputs, task=config.task)
+    if fine_tune:  # a copy: the model in use stays whole (and can be saved) while this trains
+        inputs.kwargs["model"] = copy.deepcopy(model)
+    run = TrainingRun(image_layer, image, inputs, config)
+    return _ready(form, run, inputs.kwargs.get("model"))
+
+
+def continued_run(form: Form, model, resume) -> TrainingRun:
+    """The last stopped run (``resume``) from where it stopped, with the current strokes."""
+    if resume is None or model is None:
+        raise VoxSegError("nothing to continue: Continue goes on with a run you "
+                          "stopped; press Train or Fine-tune")
+    image_layer = _image_layer(form)
+    if form.task.value != resume.config.task:
+        raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
+                          f"back to {resume.config.task}, or press Train for a new one")
+    image = input_image(form, image_layer, model.config["architecture"]["in_channels"])
+    inputs = training_inputs(form)
+    inputs.kwargs.update(model=copy.deepcopy(model), resume=resume)
+    run = TrainingRun(image_layer, image, inputs, resume.config, first_step=resume.step)
+    return _ready(form, run, inputs.kwargs["model"])
+
+
+def prediction_run(form: Form, model) -> PredictionRun:
+    """The chosen image with ``model``: in memory, or (a lazy image with no extra channels)
+    block by block, never loaded whole."""
+    if model is None:
+        raise VoxSegError("no model yet: train one or press 'Load model...'")
+    image_layer = _image_layer(form)
+    outputs = extra_outputs(form, model.config.get("task", "multiclass"))
+    voxel = tuple(float(v) for v in image_layer.scale[-3:])
+    resample = bool(form.resample.value)
+    data = image_layer.data[0] if image_layer.multiscale else image_layer.data
+    lazy = not isinstance(data, np.ndarray)
+    if lazy and resample and voxel_mismatch(model, voxel):
+        raise VoxSegError("resampling works on images in memory, and this one is "
+                          "lazy (zarr/dask); untick Resample, or resample the volume "
+                          "first")
+    if lazy and not form.channels.value:  # dask, zarr...: never loaded whole
+        return PredictionRun(image_layer, data, voxel, resample, lazy, True, outputs,
+                             [image_layer])
+    image = input_image(form, image_layer, model.config["architecture"]["in_channels"])
+    return PredictionRun(image_layer, image, voxel, resample, lazy, False, outputs,
+                         [image_layer, *(form.channels.value or [])])

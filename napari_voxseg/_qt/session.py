@@ -1,0 +1,289 @@
+"""One background run at a time: the worker, what it shares with the main thread, its end.
+
+A :class:`Session` starts a napari worker on one of the job bodies below and reports, on the
+main thread, through its signals: ``yielded(event)`` for every core event, ``returned(value)``,
+``errored(exception)`` and ``finished()``. It never adds or changes a layer. While a training
+runs it also feeds the worker: strokes painted meanwhile (copied 300 ms after painting pauses
+into a mailbox the worker empties every few steps) and the region in view (for previews).
+Removing a layer the run reads, or closing the window, stops the worker without a result.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_warning
+from psygnal import Signal
+from qtpy.QtCore import QTimer
+
+from ..core import TrainEvent, iter_predict, iter_train
+from ..core.blocks import iter_predict_blocks
+from .view import camera, view_region
+
+
+class Latest:
+    """A one-slot mailbox between threads: put() replaces, take() empties (None if empty)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._value = None
+
+    def put(self, value) -> None:
+        with self._lock:
+            self._value = value
+
+    def take(self):
+        with self._lock:
+            value, self._value = self._value, None
+        return value
+
+
+class Job:
+    """What one worker run shares with the main thread."""
+
+    def __init__(self, kind: str, target, layers, *, patch=None, class_names=None,
+                 first_step: int = 0, copy_strokes=None, live_layers=()):
+        self.kind = kind  # "train" or "predict"
+        self.target = target  # the image layer whose prediction is shown
+        self.layers = list(layers)  # every layer the run reads; removing one stops it
+        self.patch = patch  # the training patch (the previews' tile)
+        self.class_names = class_names  # the run's class names (for its previews)
+        self.first_step = first_step  # the step a continued run starts from
+        self.copy_strokes = copy_strokes  # main thread: a fresh copy of the strokes
+        self.live_layers = list(live_layers)  # the layers whose painting joins the run
+        self.stop = threading.Event()  # stop training, keep the best model, predict
+        self.abandon = threading.Event()  # stop everything, show nothing (closing, removal)
+        self.done = threading.Event()  # set by the worker as it ends
+        self.strokes = Latest()  # newer strokes for the worker
+        self.region = None  # main thread -> worker: the block in view (three slices)
+        self.full_preview = False  # main thread -> worker: predict everything at next step
+        self.closing = False  # the window is closing: say nothing, touch nothing
+        self.bar = None  # napari's progress indicator
+        self.task_id = None  # napari's task status (asks before closing the window)
+
+    def preview_region(self):
+        if self.full_preview:
+            self.full_preview = False
+            return (slice(None),) * 3
+        return self.region
+
+    def preview_now(self) -> bool:
+        return self.full_preview
+
+
+# ---- job bodies (worker thread) -------------------------------------------------------------
+def train_job(job: Job, image, labels, config, voxel_size, model=None, outputs=None,
+              **kwargs):
+    """Train (with live previews), then predict the whole volume. Yields core events;
+    returns ``(TrainResult, PredictResult | None)``."""
+    outputs = outputs or {}
+    try:
+        result = yield from iter_train(image, labels, config, model=model,
+                                       voxel_size=voxel_size, should_stop=job.stop.is_set,
+                                       get_labels=job.strokes.take,
+                                       preview_region=job.preview_region,
+                                       preview_now=job.preview_now, **kwargs)
+        if job.abandon.is_set():
+            return result, None
+        prediction = yield from iter_predict(result.model, image,
+                                             should_stop=job.abandon.is_set, **outputs)
+        return result, prediction
+    finally:
+        job.done.set()
+
+
+def predict_job(job: Job, model, image, **kwargs):
+    """Predict an image in memory; returns ``(None, PredictResult)``."""
+    try:
+        prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set,
+                                             **kwargs)
+        return None, prediction
+    finally:
+        job.done.set()
+
+
+def predict_blocks_job(job: Job, model, data, out: Path, voxel_size, *, probabilities,
+                       uncertainty):
+    """Block by block into zarr stores; returns (None, {output: path}) or (None, {})."""
+    try:
+        stem = str(out)[: -len(".zarr")]
+        written = yield from iter_predict_blocks(
+            model, data, out, voxel_size=voxel_size, should_stop=job.stop.is_set,
+            probabilities=f"{stem}-probabilities.zarr" if probabilities else None,
+            uncertainty=f"{stem}-uncertainty.zarr" if uncertainty else None)
+        return None, written
+    finally:
+        job.done.set()
+
+
+def scratch_store(name: str) -> Path:
+    """Where a block-wise prediction of a lazy image is written: a new .zarr folder in the
+    temporary directory (napari then reads it lazily)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "image"
+    folder = Path(tempfile.gettempdir()) / "napari-voxseg"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.zarr"
+
+
+# ---- the session (main thread) --------------------------------------------------------------
+class Session:
+    """Runs one job at a time in a napari worker and reports through its signals."""
+
+    yielded = Signal(object)  # every event the worker yields
+    returned = Signal(object)  # the job's return value (the job is still current)
+    errored = Signal(object)  # the exception that ended the job
+    finished = Signal()  # the job is over and cleared: ``running`` is False again
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self._worker = None
+        self._job: Job | None = None
+        self._strokes_timer = QTimer()  # copies strokes painted during training, when paused
+        self._strokes_timer.setSingleShot(True)
+        self._strokes_timer.setInterval(300)
+        self._strokes_timer.timeout.connect(self.send_strokes)
+        viewer.layers.events.removed.connect(self._layer_removed)
+        dims, cam = viewer.dims.events, camera(viewer).events
+        for event in (dims.current_step, dims.ndisplay, dims.order, cam.center, cam.zoom):
+            event.connect(self.follow_view)
+
+    @property
+    def running(self) -> bool:
+        """Whether a worker runs (from start until ``finished``)."""
+        return self._worker is not None
+
+    @property
+    def job(self) -> Job | None:
+        """The current run's shared state, None between runs (read-only)."""
+        return self._job
+
+    def start(self, job: Job, function, *args, total: int = 0, **kwargs) -> None:
+        """Run ``function(*args, **kwargs)`` (a generator) in a worker as ``job``. ``total``:
+        the training steps, shown in napari's progress indicator."""
+        self._job = job
+        if total:  # napari's own progress indicator (bottom right), for training steps
+            job.bar = progress(total=total, desc="VoxSeg training")
+            job.bar.update(job.first_step)
+        register = getattr(self.viewer.window, "_register_task_status", None)
+        if register is not None:  # napari asks before closing the window, then cancels us
+            from napari.utils.task_status import Status
+
+            job.task_id = register("napari-voxseg", Status.BUSY, job.kind,
+                                   cancel_callback=self.abandon_quietly)
+        for layer in job.live_layers:
+            layer.events.paint.connect(self._strokes_changed)
+            layer.events.data.connect(self._strokes_changed)
+        self._worker = create_worker(function, *args, **kwargs, _start_thread=False,
+                                     _ignore_errors=True, _connect=self._handlers())
+        self._worker.start()
+        self.follow_view()
+
+    def _handlers(self) -> dict:
+        return {"yielded": self._on_yielded, "returned": self._on_returned,
+                "errored": self._on_errored, "finished": self._on_finished}
+
+    def stop(self) -> bool:
+        """Ask the run to stop after this step (training keeps its best model)."""
+        if self._job is None:
+            return False
+        self._job.stop.set()
+        return True
+
+    def preview_whole_volume(self) -> None:
+        """Training: predict the whole volume with the network as it is, at the next step."""
+        if self._job is not None:
+            self._job.full_preview = True
+
+    def abandon(self) -> None:
+        """Stop the run and show nothing from it (its layers or the viewer are going)."""
+        if self._job is not None:
+            self._job.abandon.set()
+            self._job.stop.set()
+
+    def abandon_quietly(self, *_args) -> bool:
+        """The window is closing: stop the worker, wait for it, and report nothing more (the
+        widgets are about to go). Returns True (napari's task cancel callback)."""
+        job, worker = self._job, self._worker
+        if job is None or worker is None:
+            return True
+        job.closing = True
+        self.abandon()
+        for signal, handler in self._handlers().items():
+            try:
+                getattr(worker, signal).disconnect(handler)
+            except (TypeError, RuntimeError):
+                pass
+        job.done.wait(timeout=60)  # one training step or one batch of tiles
+        self._end(job)
+        return True
+
+    # ---- while training: strokes in, region in view, layers removed ------------------------
+    def _strokes_changed(self, _event=None) -> None:
+        self._strokes_timer.start()  # copied once painting pauses for 300 ms
+
+    def send_strokes(self) -> None:
+        """Hand the worker a copy of the strokes as they are now."""
+        job = self._job
+        if job is not None and job.copy_strokes is not None and not job.done.is_set():
+            job.strokes.put(job.copy_strokes())
+
+    def follow_view(self, _event=None) -> None:
+        """Tell a training run the region in view (for its next preview)."""
+        job = self._job
+        if job is not None and job.kind == "train" and job.target in self.viewer.layers:
+            job.region = view_region(self.viewer, job.target, job.patch)
+
+    def _layer_removed(self, event) -> None:
+        job = self._job
+        if job is None or job.done.is_set():
+            return
+        if any(layer is event.value for layer in job.layers):
+            self.abandon()
+            message = (f"VoxSeg stopped: the layer '{event.value.name}' it was using was "
+                       "removed; nothing was changed")
+            # Told a moment later, unless it is the whole viewer closing (all layers go first).
+            QTimer.singleShot(0, lambda: None if job.closing else show_warning(message))
+
+    # ---- worker handlers (main thread) -----------------------------------------------------
+    def _on_yielded(self, event) -> None:
+        job = self._job
+        if job is None:
+            return
+        if isinstance(event, TrainEvent) and job.bar is not None:
+            job.bar.update(event.step - job.bar.n)
+        self.yielded.emit(event)
+
+    def _on_returned(self, value) -> None:
+        self.returned.emit(value)
+
+    def _on_errored(self, exc) -> None:
+        self.errored.emit(exc)
+
+    def _on_finished(self) -> None:
+        if self._job is not None:
+            self._end(self._job)
+        self._worker = None
+        self.finished.emit()
+
+    def _end(self, job: Job) -> None:
+        self._strokes_timer.stop()
+        for layer in job.live_layers:
+            for event in (layer.events.paint, layer.events.data):
+                event.disconnect(self._strokes_changed)
+        if job.bar is not None:
+            job.bar.close()
+            job.bar = None
+        update = getattr(self.viewer.window, "_update_task_status", None)
+        if job.task_id is not None and update is not None:
+            from napari.utils.task_status import Status
+
+            update(job.task_id, Status.CANCELLED if job.abandon.is_set() else Status.COMPLETED)
+        if self._job is job:
+            self._job = None
+        self._worker = None
