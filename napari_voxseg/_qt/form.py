@@ -27,6 +27,7 @@ from ..core import TrainConfig, VoxSegError, class_weights
 from ..core.device import DEVICES
 from ..core.losses import LOSSES, losses_for, resolve_loss
 from ..core.targets import prepare_target
+from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR
 from .results import multilabel_colormap, spatial
 
@@ -196,7 +197,7 @@ class Form:
 
     def follow_model(self, config: dict) -> None:
         """Set the task, classes and loss to a loaded model's (its ``config``)."""
-        task = config.get("task", "multiclass")
+        task = task_of(config)
         self.task.value = task
         if task == "multiclass":
             self.classes.value = config["architecture"]["num_classes"]
@@ -210,8 +211,8 @@ class Form:
         self.labels_choice.visible = task == "multiclass"
         self.classes.visible = task == "multiclass"
         self.multi_labels.visible = task == "multilabel"
-        self.target_choice.visible = self.mask_choice.visible = task == "regression"
-        self.weights.visible = self.weights_info.visible = task != "regression"
+        self.target_choice.visible = self.mask_choice.visible = task_info(task).takes_mask
+        self.weights.visible = self.weights_info.visible = task_info(task).has_classes
         self.new_labels_button.text = "New mask" if task == "regression" else "New annotations"
         self.focal_gamma.visible = loss is not None and LOSSES[loss].gamma
         self.boundary_choice.visible = loss == "boundary_ce"

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import TrainConfig, VoxSegError, check_image, class_weights, resolve_device
+from ..core.card import image_channels
 from ..core.infer import voxel_mismatch
 from ..core.losses import resolve_loss
 from ..core.targets import prepare_target
+from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR, fine_tune_config, plan_config
 from .form import Form
 from .results import spatial
@@ -161,7 +163,7 @@ def train_config(form: Form, device, class_names=None) -> TrainConfig:
     task = form.task.value
     return TrainConfig(iterations=int(form.iterations.value), task=task,
                        loss=form.loss.value, focal_gamma=float(form.focal_gamma.value),
-                       class_weights=form.weights.value if task != "regression" else "none",
+                       class_weights=form.weights.value if task_info(task).has_classes else "none",
                        num_classes=(int(form.classes.value) or None)
                        if task == "multiclass" else None,
                        class_names=class_names, device=str(device), num_threads=threads,
@@ -193,12 +195,12 @@ def training_run(form: Form, model=None, *, fine_tune: bool = False) -> Training
     """A new network (or, ``fine_tune``, ``model`` further, at a lower learning rate)."""
     if fine_tune and model is None:
         raise VoxSegError("no model to fine-tune: train one or press 'Load model...'")
-    model_task = model.config.get("task", "multiclass") if fine_tune else None
+    model_task = task_of(model.config) if fine_tune else None
     if fine_tune and model_task != form.task.value:
         raise VoxSegError(f"the model does a {model_task} task, not {form.task.value}; "
                           f"set Task to {model_task}, or press Train for a new model")
     image_layer = _image_layer(form)
-    channels = model.config["architecture"]["in_channels"] if fine_tune else None
+    channels = image_channels(model.config) if fine_tune else None
     image = input_image(form, image_layer, channels)
     inputs = training_inputs(form)
     config = train_config(form, resolve_device(form.device.value), class_names=inputs.names)
@@ -226,7 +228,7 @@ def continued_run(form: Form, model, resume) -> TrainingRun:
     if form.task.value != resume.config.task:
         raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
                           f"back to {resume.config.task}, or press Train for a new one")
-    image = input_image(form, image_layer, model.config["architecture"]["in_channels"])
+    image = input_image(form, image_layer, image_channels(model.config))
     inputs = training_inputs(form)
     inputs.kwargs.update(model=copy.deepcopy(model), resume=resume)
     run = TrainingRun(image_layer, image, inputs, resume.config, first_step=resume.step)
@@ -239,7 +241,7 @@ def prediction_run(form: Form, model) -> PredictionRun:
     if model is None:
         raise VoxSegError("no model yet: train one or press 'Load model...'")
     image_layer = _image_layer(form)
-    outputs = extra_outputs(form, model.config.get("task", "multiclass"))
+    outputs = extra_outputs(form, task_of(model.config))
     voxel = tuple(float(v) for v in image_layer.scale[-3:])
     resample = bool(form.resample.value)
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data
@@ -251,6 +253,6 @@ def prediction_run(form: Form, model) -> PredictionRun:
     if lazy and not form.channels.value:  # dask, zarr...: never loaded whole
         return PredictionRun(image_layer, data, voxel, resample, lazy, True, outputs,
                              [image_layer])
-    image = input_image(form, image_layer, model.config["architecture"]["in_channels"])
+    image = input_image(form, image_layer, image_channels(model.config))
     return PredictionRun(image_layer, image, voxel, resample, lazy, False, outputs,
                          [image_layer, *(form.channels.value or [])])

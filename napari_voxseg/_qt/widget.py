@@ -28,6 +28,7 @@ from ..core import VoxSegError, load_model, resolve_device, save_model
 from ..core.checkpoint import check_model_folder
 from ..core.infer import voxel_mismatch
 from ..core.models import describe_network
+from ..core.tasks import task_of
 from . import inputs
 from .dialogs import ask_model_folder, ask_save_folder
 from .form import Form
@@ -248,7 +249,7 @@ class VoxSegWidget(Container):
             self.model_info.value = (f"trained {result.steps} steps, best loss "
                                      f"{result.best_loss:.4f}; "
                                      f"{describe_network(result.model.config)}")
-        task = self._model.config.get("task", "multiclass") if self._model is not None else None
+        task = task_of(self._model.config) if self._model is not None else None
         self.report.returned(self.session.job, result, prediction, task)
 
     # ---- result layers (see results.ResultLayers) -----------------------------------------
@@ -262,7 +263,7 @@ class VoxSegWidget(Container):
 
     def show_stores(self, image_layer, stores: dict) -> list:
         """Show the zarr stores of a block-wise prediction as lazy (dask) layers."""
-        task = self._model.config.get("task", "multiclass")
+        task = task_of(self._model.config)
         return self.results.show_stores(image_layer, stores, task)
 
     def show_prediction(self, image_layer, data, *, kind: str = "labels", suffix: str = "",
@@ -314,7 +315,7 @@ class VoxSegWidget(Container):
         self._resume = None  # Continue goes on with a run of this session, not a file's
         self.model = model
         names = ", ".join(c.get("name", "?") for c in model.config["classes"])
-        task = model.config.get("task", "multiclass")
+        task = task_of(model.config)
         self.model_info.value = f"{Path(path).name} ({task}): {names}; " \
             f"{describe_network(model.config)}"
         self.form.follow_model(model.config)

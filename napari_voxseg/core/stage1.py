@@ -1,216 +1,244 @@
-"""Stage 1: an instant per-voxel classifier (a small MLP in torch) on the filter bank.
+"""Stage 1: an instant per-voxel classifier on the filter bank (:mod:`.features`): a random
+forest (scikit-learn's, stored as arrays and predicted in torch, :mod:`.forest`) and a small MLP
+in torch (:mod:`.mlp`), their probabilities averaged. The forest is the better one where classes
+are told apart by intensity, the MLP where size and thin structures matter, their mean the best
+on most cases (benchmarks/stage1_classifiers.py).
 
-    feats = feature_bank(image, voxel_size)                  # (F, Z, Y, X), see .features
-    params = fit(feats, strokes)                             # about a second on a CPU
-    probs = predict_proba(params, feats)                     # (K, Z, Y, X) float32
-    probs = predict_image(params, big_image, voxel_size)     # block by block, any size
+    model = fit_stage1(image, strokes, voxel_size)     # (C, Z, Y, X), strokes 0..K
+    probs = model.predict_proba(image)                 # (K, Z, Y, X) float32, block by block
+    save_file(model.state_dict(), path, metadata={"stage1": json.dumps(model.metadata())})
+    model = Stage1.from_state(load_file(path), json.loads(metadata["stage1"]))
 
-``strokes`` are (Z, Y, X) integers, 0 = not annotated and 1..K = classes. Training samples the
-same number of stroke voxels of every painted class at each step (class-balanced), so a class
-painted with a few voxels weighs as much as a background painted with thousands.
-
-The fitted classifier is a plain ``dict[str, torch.Tensor]`` (weights, the feature
-standardization and the filter bank's scales): it can be stored with safetensors, no pickle.
-Probability K - 1 of the output is class K (classes never painted get no probability).
+``strokes`` are (Z, Y, X) integers, 0 = not annotated and 1..K = classes; probability K - 1 is
+class K. Fitting needs scikit-learn (for the forest); loading and predicting need only torch.
+The MLP alone (``fit``, ``predict_proba``, ``predict_image`` on a parameter dict) is
+re-exported from :mod:`.mlp`.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import DEFAULT_PERCENTILES
 from .errors import VoxSegError
-from .features import DEFAULT_SCALES, feature_names, iter_feature_blocks
+from .features import DEFAULT_SCALES, feature_block, feature_names
+from .forest import Forest, ForestConfig, fit_forest
 from .infer import volume_bounds
+from .mlp import (  # noqa: F401  (the MLP's API, re-exported)
+    Stage1Config,
+    _layers,
+    _sample_voxels,
+    _stroke_voxels,
+    check_classes,
+    cpu_threads,
+    fit,
+    fit_voxels,
+    predict_image,
+    predict_labels,
+    predict_proba,
+)
+from .tiles import concrete
 
-_PREDICT_CHUNK = 1 << 18
-
-
-@dataclass(frozen=True)
-class Stage1Config:
-    hidden: tuple[int, ...] = (64, 64)
-    steps: int = 400
-    batch: int = 2048  # voxels per step, spread evenly over the painted classes
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    noise: float = 0.3  # Gaussian noise on the standardized features while training
-    # Mixup of stroke voxels (weights drawn from Beta(mixup, mixup)) with mixed targets, 0 =
-    # off. Strokes lie inside regions, so the voxels between classes are never painted;
-    # mixup puts the decision midway between the classes rather than against the tighter
-    # one (real MRI: grey/white matter Dice 0.80 -> 0.85 on line strokes).
-    mixup: float = 1.0
-    max_seconds: float | None = None  # stop earlier when this much time has passed
-    seed: int = 0
-    # CPU threads while training: its steps are too small to gain from more, and on a busy
-    # CPU (the U-Net training beside it) every extra thread makes each step wait.
-    threads: int | None = 1
+FORMAT = "voxseg-stage1"
+VERSION = 1
+_BLOCK = (64, 128, 128)
+_SAMPLE = 1 << 16  # voxels for the MLP's feature standardization, as mlp.fit takes
 
 
-def _layers(params: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    n = sum(1 for k in params if k.endswith(".weight"))
-    return [(params[f"layer{i}.weight"], params[f"layer{i}.bias"]) for i in range(n)]
+@dataclass(eq=False)
+class Stage1:
+    """The fitted stage 1: the filter bank's settings, a random forest (as arrays, see
+    :mod:`.forest`) and the MLP; its probabilities are the mean of theirs. Store it with
+    ``save_file(s.state_dict(), path, metadata={"stage1": json.dumps(s.metadata())})`` and
+    rebuild it with :meth:`from_state` (safetensors and JSON: no pickle, no scikit-learn)."""
+
+    forest: Forest
+    mlp: dict[str, torch.Tensor]  # as :func:`fit` returns them
+    num_classes: int
+    channels: int
+    scales: tuple[float, ...]
+    voxel_size: tuple[float, float, float] | None
+
+    def predict_proba(self, image, region: Sequence[slice] | None = None, *,
+                      voxel_size: Sequence[float] | None = None, bounds: np.ndarray | None = None,
+                      device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
+                      threads: int | None = 1, out=None) -> np.ndarray:
+        """Probabilities (K, z, y, x) float32 of ``region`` (default: all) of a ``(C, Z, Y,
+        X)`` image (numpy, memmap, zarr), block by block, each block's features read with
+        their halo: memory holds one block's features whatever the volume's size.
+
+        ``voxel_size``: the image's (default: the training image's). ``bounds``: its
+        normalization (default: its percentiles, :func:`~.infer.volume_bounds`; pass them to
+        predict several regions of one volume). ``threads``: see :func:`cpu_threads`.
+        ``out``: where to write (e.g. a zarr array), by default a new numpy array."""
+        image = _as_image(image, self.channels)
+        region = concrete(region, image.shape[1:])
+        voxel_size = self.voxel_size if voxel_size is None else voxel_size
+        if bounds is None:
+            bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+        shape = tuple(r.stop - r.start for r in region)
+        if out is None:
+            out = np.empty((self.num_classes, *shape), dtype=np.float32)
+        mlp = {key: value.to(device) for key, value in self.mlp.items()}
+        with cpu_threads(threads, device):
+            for start, stop in _grid([r.start for r in region], [r.stop for r in region], block):
+                feats = feature_block(image, start, stop, voxel_size=voxel_size,
+                                      scales=self.scales, bounds=bounds, device=device)
+                where = (slice(None), *(slice(a - r.start, b - r.start)
+                                        for a, b, r in zip(start, stop, region)))
+                out[where] = self.predict_features(feats, mlp).cpu().numpy()
+        return out
+
+    def predict_features(self, features: torch.Tensor,
+                         mlp: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Probabilities (K, Z, Y, X) of features (F, Z, Y, X), on their device."""
+        probs = predict_proba(mlp or self.mlp, features)
+        flat = features.reshape(features.shape[0], -1).t()
+        probs += self.forest.predict_proba(flat).t().view(probs.shape)
+        return probs.mul_(0.5)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The arrays: ``forest.*`` (see :meth:`.Forest.state_dict`) and ``mlp.*``."""
+        state = {f"forest.{k}": v for k, v in self.forest.state_dict().items()}
+        state.update({f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.items()
+                      if k not in ("scales", "channels")})
+        return state
+
+    def metadata(self) -> dict:
+        """The settings, JSON-able (safetensors metadata holds strings: ``json.dumps`` it)."""
+        return {"format": FORMAT, "version": VERSION, "num_classes": self.num_classes,
+                "channels": self.channels, "scales": list(self.scales),
+                "voxel_size": None if self.voxel_size is None else list(self.voxel_size),
+                "features": feature_names(self.channels, self.scales),
+                "forest": {"trees": int(self.forest.feature.shape[0]),
+                           "max_nodes": int(self.forest.feature.shape[1]),
+                           "depth": self.forest.depth},
+                "mlp": {"layers": len(_layers(self.mlp))},
+                "combine": "mean of the forest's and the MLP's probabilities"}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], metadata: dict) -> Stage1:
+        """Rebuild from :meth:`state_dict` and :meth:`metadata` (as dict or JSON string)."""
+        try:
+            meta = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
+            if meta.get("format") != FORMAT or int(meta.get("version", 0)) > VERSION:
+                raise ValueError(f"format {meta.get('format')} {meta.get('version')}")
+            k, channels = int(meta["num_classes"]), int(meta["channels"])
+            scales = tuple(float(s) for s in meta["scales"])
+            voxel = meta["voxel_size"]
+            voxel = None if voxel is None else tuple(float(v) for v in voxel)
+        except (ValueError, TypeError, KeyError) as error:
+            raise VoxSegError(f"the stage-1 settings are not a voxseg stage 1 of version "
+                              f"{VERSION} or older ({error}); save it again") from None
+        forest = Forest.from_state({key[7:]: v for key, v in state.items()
+                                    if key.startswith("forest.")})
+        mlp = {key[4:]: v.float() for key, v in state.items() if key.startswith("mlp.")}
+        n = len(feature_names(channels, scales))
+        try:
+            layers = _layers(mlp)
+            sizes = [n] + [len(bias) for _, bias in layers]
+            shapes_ok = (layers and mlp["mean"].shape == mlp["std"].shape == (n,)
+                         and sizes[-1] == k and all(
+                             tuple(w.shape) == (sizes[i + 1], sizes[i]) and b.ndim == 1
+                             for i, (w, b) in enumerate(layers)))
+        except (KeyError, TypeError):
+            shapes_ok = False
+        if not shapes_ok or forest.num_classes != k or forest.num_features > n:
+            raise VoxSegError(f"the stage-1 arrays do not match its settings ({k} classes, "
+                              f"{n} features); the model file is damaged, save it again")
+        mlp["scales"] = torch.tensor(scales, dtype=torch.float64)
+        mlp["channels"] = torch.tensor([channels])
+        return cls(forest, mlp, k, channels, scales, voxel)
 
 
-def _forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits (N, K) of standardized features (N, F)."""
-    layers = _layers(params)
-    for i, (w, b) in enumerate(layers):
-        x = torch.addmm(b, x, w.t())
-        if i < len(layers) - 1:
-            x = torch.relu(x)
-    return x
-
-
-def _transform(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Features (N, F) standardized as the network takes them."""
-    return (x - params["mean"]) / params["std"]
-
-
-def _stroke_voxels(features: torch.Tensor, strokes) -> tuple[torch.Tensor, torch.Tensor]:
-    strokes = torch.as_tensor(np.asarray(strokes)).to(torch.int64)
-    if tuple(strokes.shape) != tuple(features.shape[1:]):
-        raise VoxSegError(f"strokes have shape {tuple(strokes.shape)} but the features cover "
-                          f"{tuple(features.shape[1:])}; give strokes of the same volume")
-    where = torch.nonzero(strokes.reshape(-1) > 0).squeeze(1).to(features.device)
-    x = features.reshape(features.shape[0], -1)[:, where].t().float()
-    return x, strokes.reshape(-1)[where.cpu()]
-
-
-def fit(features: torch.Tensor, strokes, *, num_classes: int | None = None,
-        config: Stage1Config = Stage1Config(), scales: Sequence[float] = DEFAULT_SCALES,
-        channels: int | None = None) -> dict[str, torch.Tensor]:
-    """Train the per-voxel MLP on the stroke voxels of ``features`` (F, Z, Y, X; any float
-    dtype and device). Returns its parameters (on the features' device).
-
-    ``scales``/``channels``: of the filter bank that made the features, stored with the
-    weights so :func:`predict_image` computes the same features (``channels`` is inferred
-    from the number of features when not given)."""
-    x, y = _stroke_voxels(features, strokes)
-    present = torch.unique(y)
-    if len(present) < 2:
-        raise VoxSegError("the strokes hold fewer than two classes; paint at least two classes "
-                          "before training")
-    k = int(num_classes or int(present.max()))
-    if present.max() > k:
-        raise VoxSegError(f"the strokes hold class {int(present.max())} but num_classes is {k}")
-    per_channel = len(feature_names(1, scales))
-    channels = channels or features.shape[0] // per_channel
-    if channels * per_channel != features.shape[0]:
-        raise VoxSegError(f"{features.shape[0]} features do not match {channels} channel(s) "
-                          f"of the filter bank at scales {tuple(scales)}")
-    device = features.device
-    generator = torch.Generator().manual_seed(config.seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(config.seed)
-    try:
-        sample = _sample_voxels(features, 1 << 16, generator)
-        params = {"mean": sample.mean(0), "std": sample.std(0).clamp_min(1e-6)}
-        sizes = (features.shape[0], *config.hidden, k)
-        modules = [torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-    finally:
-        torch.random.set_rng_state(torch_state)
-    net = torch.nn.Sequential(*[m for layer in modules for m in (layer, torch.nn.ReLU())][:-1])
-    net.to(device)
-    x = _transform(params, x)
-    members = [torch.nonzero(y == c).squeeze(1).to(device) for c in present]
-    per_class = max(1, config.batch // len(members))
-    target = torch.cat([torch.full((per_class,), int(c) - 1, dtype=torch.int64)
-                        for c in present]).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    threads = torch.get_num_threads()
-    if config.threads and device.type == "cpu":
-        torch.set_num_threads(config.threads)
-    try:
-        _train(net, optimizer, x, members, per_class, target, config, generator)
-    finally:
-        torch.set_num_threads(threads)
-    for i, layer in enumerate(modules):
-        params[f"layer{i}.weight"] = layer.weight.detach().clone()
-        params[f"layer{i}.bias"] = layer.bias.detach().clone()
-    params["scales"] = torch.tensor(tuple(scales), dtype=torch.float64)
-    params["channels"] = torch.tensor([channels])
-    return params
-
-
-def _train(net, optimizer, x, members, per_class, target, config, generator) -> None:
-    device = x.device
-    beta = np.random.default_rng(config.seed)
-    began = time.perf_counter()
-    for _ in range(config.steps):
-        pick = torch.cat([m[torch.randint(len(m), (per_class,), generator=generator)
-                           .to(device)] for m in members])
-        batch = x[pick]
-        if config.noise:
-            batch = batch + config.noise * torch.randn(batch.shape, generator=generator
-                                                       ).to(device)
-        if config.mixup:
-            lam = torch.as_tensor(beta.beta(config.mixup, config.mixup, (len(batch), 1)),
-                                  dtype=batch.dtype).to(device)
-            other = torch.randperm(len(batch), generator=generator).to(device)
-            logits = net(lam * batch + (1 - lam) * batch[other])
-            lam = lam.squeeze(1)
-            loss = (lam * F.cross_entropy(logits, target, reduction="none") + (1 - lam)
-                    * F.cross_entropy(logits, target[other], reduction="none")).mean()
-        else:
-            loss = F.cross_entropy(net(batch), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if config.max_seconds is not None and time.perf_counter() - began > config.max_seconds:
-            break
-
-
-def _sample_voxels(features: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Up to ``n`` random voxels (n, F) float32, for the feature standardization."""
-    flat = features.reshape(features.shape[0], -1)
-    if flat.shape[1] > n:
-        flat = flat[:, torch.randint(flat.shape[1], (n,), generator=generator)
-                    .to(features.device)]
-    return flat.t().float()
-
-
-def predict_proba(params: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (K, Z, Y, X) float32 of features (F, Z, Y, X), in chunks."""
-    params = {k: v.to(features.device) for k, v in params.items()}
-    flat = features.reshape(features.shape[0], -1)
-    k = params[f"layer{len(_layers(params)) - 1}.bias"].numel()
-    out = torch.empty((k, flat.shape[1]), dtype=torch.float32, device=features.device)
-    with torch.no_grad():
-        for start in range(0, flat.shape[1], _PREDICT_CHUNK):
-            x = flat[:, start:start + _PREDICT_CHUNK].t().float()
-            logits = _forward(params, _transform(params, x))
-            out[:, start:start + _PREDICT_CHUNK] = torch.softmax(logits, 1).t()
-    return out.view(k, *features.shape[1:])
-
-
-def predict_labels(params: dict[str, torch.Tensor], features: torch.Tensor) -> np.ndarray:
-    """Labels (Z, Y, X) uint8, 1..K, of features (F, Z, Y, X)."""
-    return (predict_proba(params, features).argmax(0) + 1).to(torch.uint8).cpu().numpy()
-
-
-def predict_image(params: dict[str, torch.Tensor], image, voxel_size=None, *,
-                  block: Sequence[int] = (64, 128, 128), device: str | torch.device = "cpu",
-                  out: np.ndarray | None = None) -> np.ndarray:
-    """Probabilities (K, Z, Y, X) float32 of a ``(C, Z, Y, X)`` image (numpy, memmap, zarr),
-    block by block: memory holds one block's features, whatever the volume's size. ``out``:
-    where to write them (e.g. a zarr array), by default a new numpy array."""
-    scales = tuple(float(s) for s in params["scales"])
-    channels = int(params["channels"][0])
-    if len(image.shape) != 4 or image.shape[0] != channels:
-        raise VoxSegError(f"the image has shape {tuple(image.shape)}; this classifier needs "
-                          f"({channels}, Z, Y, X)")
-    k = params[f"layer{len(_layers(params)) - 1}.bias"].numel()
-    if out is None:
-        out = np.empty((k, *image.shape[1:]), dtype=np.float32)
+def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, seed: int = 0,
+               num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
+               mlp: Stage1Config | None = None, forest: ForestConfig | None = None,
+               device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
+               threads: int | None = 1) -> Stage1:
+    """Fit stage 1 on the strokes (Z, Y, X; 0 = not annotated, 1..K = classes) of a ``(C, Z,
+    Y, X)`` image (or ``(Z, Y, X)``): the features of the blocks that hold strokes are computed
+    (with their halo), then the forest (in scikit-learn's threads, one per core) and the MLP
+    fit at the same time on the stroke voxels. ``seed`` seeds both; ``mlp``/``forest``: their
+    settings (their seeds replaced by ``seed``). ``threads``: torch's CPU threads for the
+    filters (see :func:`cpu_threads`; the MLP trains with ``mlp.threads``). Fitting needs
+    scikit-learn; predicting does not."""
+    image = _as_image(image)
+    strokes = np.asarray(strokes)
+    if strokes.shape != image.shape[1:] or not np.issubdtype(strokes.dtype, np.integer):
+        raise VoxSegError(f"the strokes are {strokes.dtype} of shape {strokes.shape}; give "
+                          f"integers (0 = none, 1..K = classes) of the image's shape "
+                          f"{tuple(image.shape[1:])}")
+    if strokes.size and strokes.min() < 0:
+        raise VoxSegError("the strokes hold negative values; use 0 for unannotated voxels and "
+                          "1..K for classes")
+    scales = tuple(float(s) for s in scales)
+    painted = [(a, b) for a, b in _grid((0, 0, 0), image.shape[1:], block)
+               if strokes[tuple(map(slice, a, b))].any()]
+    if not painted:
+        raise VoxSegError("there are no strokes; paint at least two classes before training")
     bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
-    for region, feats in iter_feature_blocks(image, block, voxel_size=voxel_size,
-                                             scales=scales, bounds=bounds, device=device):
-        out[(slice(None), *region)] = predict_proba(params, feats).cpu().numpy()
-    return out
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(np.prod(np.subtract(b, a)) for a, b in painted)
+    xs, ys, samples = [], [], []
+    with cpu_threads(threads, device):
+        for start, stop in painted:
+            feats = feature_block(image, start, stop, voxel_size=voxel_size, scales=scales,
+                                  bounds=bounds, device=device)
+            x, y = _stroke_voxels(feats, strokes[tuple(map(slice, start, stop))])
+            xs.append(x)
+            ys.append(y)
+            # The voxels the MLP's standardization is taken from, spread over the blocks.
+            share = int(np.ceil(_SAMPLE * np.prod(np.subtract(stop, start)) / total))
+            samples.append(_sample_voxels(feats, share, generator))
+        x, y = torch.cat(xs), torch.cat(ys)
+        _, k = check_classes(y, num_classes)
+        with ThreadPoolExecutor(1) as pool:
+            trees = pool.submit(fit_forest, x, y, num_classes=k,
+                                config=replace(forest or ForestConfig(), seed=seed))
+            params = fit_voxels(x, y, torch.cat(samples), num_classes=k,
+                                config=replace(mlp or Stage1Config(), seed=seed),
+                                generator=generator)
+            trees = trees.result()
+    voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    params["scales"] = torch.tensor(scales, dtype=torch.float64)
+    params["channels"] = torch.tensor([image.shape[0]])
+    return Stage1(trees, params, k, image.shape[0], scales, voxel)
+
+
+def _as_image(image, channels: int | None = None):
+    """A (C, Z, Y, X) array-like, checked; a (Z, Y, X) one gets a channel axis (lazily:
+    a zarr array is still read block by block)."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if len(image.shape) == 3:
+        image = image[None] if isinstance(image, np.ndarray) else _OneChannel(image)
+    if len(image.shape) != 4 or (channels is not None and image.shape[0] != channels):
+        want = f"({channels}, Z, Y, X)" if channels else "(C, Z, Y, X) or (Z, Y, X)"
+        raise VoxSegError(f"the image has shape {tuple(image.shape)}; stage 1 needs {want}")
+    return image
+
+
+class _OneChannel:
+    """A (Z, Y, X) array-like read as (1, Z, Y, X), for the block readers."""
+
+    def __init__(self, array):
+        self.array, self.shape = array, (1, *array.shape)
+
+    def __getitem__(self, key):
+        return np.asarray(self.array[key[1:]])[None]
+
+
+def _grid(start: Sequence[int], stop: Sequence[int], block: Sequence[int]):
+    """``(start, stop)`` of the blocks (at most ``block`` voxels a side) tiling a box."""
+    for z in range(start[0], stop[0], block[0]):
+        for y in range(start[1], stop[1], block[1]):
+            for x in range(start[2], stop[2], block[2]):
+                a = (z, y, x)
+                yield a, tuple(min(i + b, s) for i, b, s in zip(a, block, stop))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import run_cli
+from helpers import TINY, run_cli, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,20 +28,6 @@ from napari_voxseg.core import (
 )
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
 from napari_voxseg.core.outputs import check_output, is_or_inside
-
-TINY = dict(iterations=2, patch_size=(8, 16, 16), depth=2, base_channels=4)
-
-
-def tree(folder: Path) -> dict:
-    """Every file under ``folder`` (links not followed) with a hash of its bytes."""
-    found = {}
-    for root, dirs, names in os.walk(folder):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            p = Path(root) / name
-            rel = str(p.relative_to(folder))
-            found[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
-                hashlib.sha256(p.read_bytes()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from helpers import wait_done
 
 from napari_voxseg._qt.widget import VoxSegWidget
 from napari_voxseg.core import TrainConfig, iter_predict, run_to_end, train
@@ -28,10 +29,6 @@ def viewer_widget(make_napari_viewer, model):
     widget.model = model
     assert widget.fine_tune_button.enabled  # setting the model refreshes the buttons
     return viewer, widget
-
-
-def wait_done(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
 
 
 def test_probability_and_uncertainty_layers(viewer_widget, qtbot, model):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import drain
+from helpers import TINY as BASE
+from helpers import drain
 
 from napari_voxseg.core import TrainConfig, VoxSegError, iter_predict, run_to_end, train
 from napari_voxseg.core.blocks import iter_predict_blocks, open_zarr, predict_blocks
 
-TINY = dict(iterations=6, batch_size=2, patch_size=(8, 16, 16), base_channels=4, depth=2,
-            num_threads=1)
+TINY = {**BASE, "iterations": 6, "batch_size": 2, "num_threads": 1}
 BLOCK = (6, 20, 12)  # blocks that cut through tiles on purpose
 
 

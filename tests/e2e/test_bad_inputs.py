@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import run_cli, snapshot
+from helpers import run_cli, snapshot, tree
 
 from napari_voxseg._qt.widget import VoxSegWidget
 from napari_voxseg.core import TrainConfig, read_volume, save_model, train, write_volume
@@ -303,8 +303,6 @@ def _output_cases(d, model, mine):
 
 
 def test_outputs_over_inputs_are_refused(files, trained, tmp_path):
-    from test_outputs import tree
-
     mine = tmp_path / "mydata"
     mine.mkdir()
     (mine / "raw.tif").write_bytes(b"a day of work")

@@ -9,7 +9,7 @@ import sys
 import time
 
 import numpy as np
-from test_blocks import TINY
+from helpers import TINY
 
 from napari_voxseg.core import TrainConfig, read_volume, train
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
@@ -20,7 +20,7 @@ import numpy as np
 from napari_voxseg.core import write_volume
 from napari_voxseg.core.blocks import predict_blocks
 sys.path.insert(0, {tests!r})
-from test_blocks import TINY
+from helpers import TINY
 from napari_voxseg.core import TrainConfig, train
 image = np.load({image!r})
 models = []
@@ -42,8 +42,9 @@ def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
     image = small_volume[0]
     np.save(tmp_path / "image.npy", image)
     store, npy = tmp_path / "labels.zarr", tmp_path / "labels.npy"
-    script = _WRITER.format(tests=os.path.dirname(__file__), image=str(tmp_path / "image.npy"),
-                            store=str(store), npy=str(npy))
+    tests = os.path.dirname(os.path.dirname(__file__))  # where helpers.py is
+    script = _WRITER.format(tests=tests, image=str(tmp_path / "image.npy"), store=str(store),
+                            npy=str(npy))
     rng = random.Random(0)
     seen = 0
     for _ in range(10):

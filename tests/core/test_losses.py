@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss
 
 from napari_voxseg.core import (
@@ -271,7 +272,6 @@ def test_boundary_weights_are_high_at_class_boundaries():
 
 
 # ---- a tiny train / save / load / predict round trip per loss ---------------------------------
-TINY = dict(iterations=4, patch_size=(8, 16, 16), base_channels=4, depth=2, batch_size=1)
 
 
 @pytest.mark.parametrize("task,name", ALL)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli as run
+from helpers import run_cli as run
 
 from napari_voxseg.core import load_model, predict, read_volume, write_volume
 

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import wait_done
 
 from napari_voxseg._qt.widget import VoxSegWidget
 from napari_voxseg.core import load_model, predict, save_model
@@ -14,10 +15,6 @@ SAMPLE = "voxseg sample"
 @pytest.fixture
 def setup(sample_widget):
     return sample_widget
-
-
-def wait_done(qtbot, widget, timeout=300_000):
-    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
 
 
 def test_train_adds_a_prediction_layer(setup, qtbot):

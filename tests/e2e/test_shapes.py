@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import run_cli
+from helpers import run_cli, wait_done
 
 from napari_voxseg.core import TrainConfig, predict, read_volume, train, write_volume
 from napari_voxseg.core.files import read_volume_info
@@ -241,10 +241,6 @@ def test_imagej_channels_open_as_one_layer_each(tmp_path, make_napari_viewer):
 
 
 # ---- the widget ---------------------------------------------------------------------------
-def _wait(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
-
-
 def test_widget_trains_on_two_image_layers_as_channels(make_napari_viewer, qtbot, sample,
                                                        messages):
     from napari_voxseg._qt.widget import VoxSegWidget
@@ -264,7 +260,7 @@ def test_widget_trains_on_two_image_layers_as_channels(make_napari_viewer, qtbot
     widget.iterations.value = 100
     widget.preview_every.value = 0
     widget.train_button.clicked.emit()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     assert widget.model.config["architecture"]["in_channels"] == 2
     assert "2 channels" in widget.model_info.value
     dice = dice_per_class(viewer.layers["nuclei prediction"].data, sample.ground_truth)
@@ -295,7 +291,7 @@ def test_widget_2d_network_and_voxel_size_warning(make_napari_viewer, qtbot, sam
     widget.iterations.value = 20
     widget.preview_every.value = 0
     widget.train_button.clicked.emit()
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     assert widget.model.config["architecture"]["name"] == "unet2d"
     assert "2D U-Net" in widget.model_info.value
     assert widget.model.config["voxel_size"] == [0.5, 0.5, 0.5]
@@ -307,7 +303,7 @@ def test_widget_2d_network_and_voxel_size_warning(make_napari_viewer, qtbot, sam
     notification_manager.notification_ready.connect(seen.append)
     try:
         widget.predict_button.clicked.emit()
-        _wait(qtbot, widget)
+        wait_done(qtbot, widget)
     finally:
         notification_manager.notification_ready.disconnect(seen.append)
     warnings = [n for n in seen if "voxel size" in str(n.message)]
@@ -317,6 +313,6 @@ def test_widget_2d_network_and_voxel_size_warning(make_napari_viewer, qtbot, sam
     assert label == "Resample"
     resample_again(None)  # what pressing the button does
     assert widget.resample.value
-    _wait(qtbot, widget)
+    wait_done(qtbot, widget)
     expected = predict(widget.model, coarse.data, voxel_size=(1, 1, 1), resample=True)
     np.testing.assert_array_equal(viewer.layers["coarse prediction"].data, expected)

@@ -3,6 +3,7 @@ the loss curve, Stop / Continue / Fine-tune, and layers or the viewer going away
 
 import numpy as np
 import pytest
+from helpers import wait_done
 from napari.components import ViewerModel
 
 from napari_voxseg._qt.view import PREVIEW_TILES_2D, PREVIEW_TILES_3D, camera
@@ -19,10 +20,6 @@ def live(sample_widget):
     widget.iterations.value = 100_000
     viewer.dims.set_point(0, 10 * 0.5)  # slice 10, which has no strokes
     return viewer, widget
-
-
-def wait_done(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
 
 
 def steps_done(widget):

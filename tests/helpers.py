@@ -1,0 +1,51 @@
+"""What many test files share: tiny training settings, running the command line, copies of a
+viewer's layers, draining a core generator, waiting for the widget, hashing a folder."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# A network small enough to train a few steps in well under a second on a 2-core CPU.
+TINY = dict(iterations=4, patch_size=(8, 16, 16), base_channels=4, depth=2, batch_size=1)
+
+
+def run_cli(*args, cwd=None):
+    """``python -m napari_voxseg ARGS`` in a new process: what a user's shell does."""
+    return subprocess.run([sys.executable, "-m", "napari_voxseg", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def snapshot(viewer):
+    """A copy of every layer's data, by name."""
+    return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
+
+
+def drain(generator):
+    """Run a core generator to its end: (the events it yielded, its return value)."""
+    events = []
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def wait_done(qtbot, widget, timeout=300_000):
+    """Let the Qt event loop run until the widget's background run has ended."""
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def tree(folder: Path) -> dict:
+    """Every file under ``folder`` (links not followed) with a hash of its bytes."""
+    found = {}
+    for root, dirs, names in os.walk(folder):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            p = Path(root) / name
+            rel = str(p.relative_to(folder))
+            found[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
+                hashlib.sha256(p.read_bytes()).hexdigest()
+    return found
