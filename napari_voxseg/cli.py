@@ -92,7 +92,7 @@ def _train_config(args, model):
         precision=args.precision, network=args.network,
         boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
         class_names=_names(args.class_names), batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, two_stage=args.two_stage or None,
         patch_size=tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))
         if args.patch_size else None)
     if model is not None:
@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     from .core import VoxSegError, iter_predict, load_model, run_to_end, write_volume
+    from .core.card import image_channels
     from .core.data import check_image
     from .core.outputs import check_outputs
 
@@ -164,7 +165,7 @@ def cmd_predict(args) -> int:
     image, voxel = _read_image(args.image, args.channel_axis)
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    image = check_image(image, channels=model.config["architecture"]["in_channels"])
+    image = check_image(image, channels=image_channels(model.config))
     _warn_voxel_size(model, voxel, args.resample)  # only for an image the model can take
     bar = Progress("predict")
     result = run_to_end(iter_predict(model, image, overlap=args.overlap,

@@ -75,6 +75,10 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                    help="auto: a 2D U-Net applied slice by slice for stacks with fewer slices "
                         "than a 3D patch, else a 3D U-Net whose pooling follows the voxel size; "
                         "or 3d / 2d")
+    p.add_argument("--two-stage", action="store_true",
+                   help="multiclass: fit a per-voxel classifier on the strokes first and give "
+                        "the U-Net its probabilities as inputs and its confident voxels as "
+                        "pseudo-labels (opt-in)")
     p.add_argument("--patch-size", default=None,
                    help="Z,Y,X (default: 32,48,48 for isotropic voxels, flatter and wider for "
                         "anisotropic ones, 1,48,48 for 2D)")

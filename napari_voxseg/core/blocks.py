@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import normalize_with
+from .card import image_channels
+from .data import DEFAULT_PERCENTILES, normalize_with
 from .errors import VoxSegError
 from .folders import (
     replace_folder,
@@ -36,6 +37,7 @@ from .infer import (
     PredictEvent,
     iter_blend,
     run_to_end,
+    stage1_reader,
     volume_bounds,
 )
 from .models import divisors
@@ -106,6 +108,10 @@ class BlockJob:
     device: str | None = None
     outputs: dict = field(default_factory=dict)  # name -> store path (for workers)
     precision: str = "auto"
+    # A two-stage model's stage 1: its arrays, its normalization of the source, the voxel size.
+    stage1_state: dict | None = None
+    stage1_bounds: np.ndarray | None = None
+    voxel_size: tuple | None = None
 
     def model(self) -> torch.nn.Module:
         key = (id(self.state), self.device)
@@ -117,6 +123,12 @@ class BlockJob:
             model.load_state_dict({k: torch.from_numpy(np.asarray(v))
                                    for k, v in self.state.items()})
             model.config = self.config
+            if self.stage1_state is not None:
+                from .stage1 import Stage1
+
+                model.stage1 = Stage1.from_state({k: torch.from_numpy(np.asarray(v)) for k, v
+                                                  in self.stage1_state.items()},
+                                                 self.config["stage1"])
             _WORKER_MODELS.clear()
             _WORKER_MODELS[key] = model
         return model
@@ -141,6 +153,9 @@ def predict_block(job: BlockJob, source, region, *, probabilities: bool, uncerta
                               "replace them (e.g. with 0) before predicting")
         return normalize_with(block, job.bounds)
 
+    if getattr(model, "stage1", None) is not None:  # its probabilities, from a halo around
+        read = stage1_reader(model, source, read, voxel_size=job.voxel_size,
+                             bounds=job.stage1_bounds, device=job.device)
     return run_to_end(iter_blend(
         model, None, read=read, spatial_shape=source.shape[1:], pad_value=job.pad_value,
         task=config.get("task", "multiclass"), divisor=divisors(arch),
@@ -218,10 +233,10 @@ def iter_predict_blocks(
                                              inputs=[source_path(source)],
                                              overwrite=overwrite)))
     source = open_source(source)
-    if source.shape[0] != arch["in_channels"]:
+    channels = image_channels(config)
+    if source.shape[0] != channels:
         raise VoxSegError(f"the image has {source.shape[0]} channel(s) but the model was trained "
-                          f"on {arch['in_channels']}; give (C, Z, Y, X) with C = "
-                          f"{arch['in_channels']}")
+                          f"on {channels}; give (C, Z, Y, X) with C = {channels}")
     spatial = tuple(int(n) for n in source.shape[1:])
     norm = config["normalization"]
     bounds, pad_value = volume_bounds(source, norm["low"], norm["high"])
@@ -255,7 +270,7 @@ def iter_predict_blocks(
                        bounds=bounds, pad_value=pad_value, overlap=overlap,
                        batch_size=batch_size, device=device,
                        outputs={n: str(p) for n, p in temporary.items()},
-                       precision=precision)
+                       precision=precision, **_stage1_job(model, source, voxel_size))
         if client is None:
             model.eval()
             for done, region in enumerate(regions, 1):
@@ -281,6 +296,16 @@ def iter_predict_blocks(
         if not finished:
             for tmp in temporary.values():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stage1_job(model, source, voxel_size) -> dict:
+    """A two-stage model's part of the :class:`BlockJob` (nothing for one stage)."""
+    stage1 = getattr(model, "stage1", None)
+    if stage1 is None:
+        return {}
+    return {"stage1_state": {k: v.numpy() for k, v in stage1.state_dict().items()},
+            "stage1_bounds": volume_bounds(source, *DEFAULT_PERCENTILES)[0],
+            "voxel_size": None if voxel_size is None else tuple(voxel_size)}
 
 
 def _run_on_cluster(client, job: BlockJob, source, regions, should_stop):

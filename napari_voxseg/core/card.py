@@ -1,7 +1,8 @@
 """What makes a folder a voxseg model, and what its config.json says: the :class:`ModelCard`.
 
 A saved model is a folder holding ``model.safetensors`` (the weights) and ``config.json`` (this
-card as JSON). ``model.config`` is the card's dict. :meth:`ModelCard.from_dict` is the one
+card as JSON); a two-stage model also ``stage1.safetensors`` (its stage 1, see
+:mod:`.two_stage`). ``model.config`` is the card's dict. :meth:`ModelCard.from_dict` is the one
 place that checks a config before anything is built from it; folders saved by earlier versions
 (without ``task``, ``voxel_size``, ``strides``...) still load. Free of torch at import, so that
 the output rules (:mod:`.outputs`) can tell a model folder from a user's folder cheaply.
@@ -21,6 +22,7 @@ FORMAT = "napari-voxseg-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+STAGE1_WEIGHTS = "stage1.safetensors"  # two-stage models only
 
 
 def is_complete_model(path: Path) -> bool:
@@ -30,7 +32,7 @@ def is_complete_model(path: Path) -> bool:
 
 def is_model_folder(path: Path) -> bool:
     """Whether ``path`` is a folder that voxseg saved a model into: its config.json names
-    voxseg's model format, and nothing else is in it but the model's two files."""
+    voxseg's model format, and nothing else is in it but the model's files."""
     path = Path(path)
     try:
         with open(path / CONFIG, encoding="utf-8") as f:
@@ -39,7 +41,14 @@ def is_model_folder(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return (isinstance(config, dict) and config.get("format") == FORMAT
-            and names <= {CONFIG, WEIGHTS})
+            and names <= {CONFIG, WEIGHTS, STAGE1_WEIGHTS})
+
+
+def image_channels(config: dict) -> int:
+    """The image channels a model takes: its network's input channels, less stage 1's class
+    probabilities for a two-stage model."""
+    stage1 = config.get("stage1")
+    return config["architecture"]["in_channels"] - (stage1["num_classes"] if stage1 else 0)
 
 
 @dataclass
@@ -56,6 +65,7 @@ class ModelCard:
     voxel_size: list | None = None  # (Z, Y, X) of the training image, when known
     training: dict = field(default_factory=dict)  # settings, strokes, history
     versions: dict = field(default_factory=dict)  # of voxseg, torch, numpy, Python
+    stage1: dict | None = None  # a two-stage model's Stage1.metadata(); None: one stage
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept
@@ -65,7 +75,10 @@ class ModelCard:
         order = ("format", "format_version", "architecture", "task", "loss", "classes",
                  "target_scale", "normalization", "patch_size", "voxel_size", "training",
                  "versions")
-        return {**{key: getattr(self, key) for key in order}, **self.extra}
+        card = {key: getattr(self, key) for key in order}
+        if self.stage1 is not None:
+            card["stage1"] = self.stage1
+        return {**card, **self.extra}
 
     @classmethod
     def from_dict(cls, config) -> ModelCard:
@@ -78,11 +91,23 @@ class ModelCard:
             task=task_of(config), loss=config.get("loss") or {},
             target_scale=config.get("target_scale"), voxel_size=config.get("voxel_size"),
             training=config.get("training") or {}, versions=config.get("versions") or {},
-            format_version=config["format_version"],
+            format_version=config["format_version"], stage1=config.get("stage1"),
             extra={k: v for k, v in config.items() if k not in _KNOWN})
         card._check_outputs()
         card._check_sizes()
+        card._check_stage1()
         return card
+
+    def _check_stage1(self) -> None:
+        stage1, arch = self.stage1, self.architecture
+        if stage1 is None:
+            return
+        if not (isinstance(stage1, dict) and self.task == "multiclass"
+                and stage1.get("num_classes") == arch["num_classes"]
+                and isinstance(stage1.get("channels"), int)
+                and stage1["channels"] + stage1["num_classes"] == arch["in_channels"]):
+            raise VoxSegError("config.json's stage1 does not match its network (classes, "
+                              "channels); the model folder is inconsistent, save it again")
 
     def _check_outputs(self) -> None:
         outputs = self.architecture["num_classes"]

@@ -1,4 +1,5 @@
-"""Save and load a model directory: ``model.safetensors`` + ``config.json``.
+"""Save and load a model directory: ``model.safetensors`` + ``config.json`` (+ a two-stage
+model's ``stage1.safetensors``, its stage 1's arrays; ``config.json`` holds its settings).
 
 Loading never unpickles anything: the weights are safetensors and the config is JSON, checked
 before any tensor is built. Saving writes a new directory under a temporary name beside the
@@ -16,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .card import CONFIG, FORMAT, WEIGHTS, ModelCard, is_complete_model
+from .card import CONFIG, FORMAT, STAGE1_WEIGHTS, WEIGHTS, ModelCard, is_complete_model
 from .device import resolve_device
 from .errors import VoxSegError
 from .folders import (
@@ -64,12 +65,18 @@ def save_model(model: torch.nn.Module, path, *, overwrite: bool = False) -> Path
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        files = [WEIGHTS]
+        if getattr(model, "stage1", None) is not None:
+            save_file(model.stage1.state_dict(), str(tmp / STAGE1_WEIGHTS),
+                      metadata={"format": FORMAT})
+            files.append(STAGE1_WEIGHTS)
         with open(tmp / CONFIG, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
-        with open(tmp / WEIGHTS, "rb") as f:
-            os.fsync(f.fileno())
+        for name in files:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
         fsync_dir(tmp)
         replace_folder(tmp, path)
         fsync_dir(parent)
@@ -128,4 +135,22 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
                               "damaged, train it again")
     model.load_state_dict(state)
     model.config = config
+    if config.get("stage1") is not None:
+        model.stage1 = _load_stage1(path, config["stage1"])
     return model.to(resolve_device(device)).eval()
+
+
+def _load_stage1(path: Path, metadata: dict):
+    """A two-stage model's stage 1, from its safetensors file and config.json's settings."""
+    from .stage1 import Stage1
+
+    file = path / STAGE1_WEIGHTS
+    if not file.is_file():
+        raise VoxSegError(f"model folder {path} has no {STAGE1_WEIGHTS}, which its config.json "
+                          "(a two-stage model) needs; save the model again")
+    try:
+        state = load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VoxSegError(f"{file} is not a readable safetensors file ({exc}); the model is "
+                          "damaged, save it again") from None
+    return Stage1.from_state(state, metadata)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import check_image, normalize, normalize_with, percentiles
+from .card import image_channels
+from .data import DEFAULT_PERCENTILES, check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
 from .models import divisors
@@ -106,20 +107,27 @@ def iter_predict(
     """
     config = model.config
     arch = config["architecture"]
-    image = check_image(image, channels=arch["in_channels"])
+    image = check_image(image, channels=image_channels(config))
     norm = config["normalization"]
     volume = normalize(image, norm["low"], norm["high"])
     task = config.get("task", "multiclass")
     factors = resample_factors(config.get("voxel_size"), voxel_size) if resample else None
     shape = volume.shape[1:]
+    read = None
+    if getattr(model, "stage1", None) is not None:
+        read = stage1_reader(model, image, lambda s: volume[(slice(None), *s)],
+                             voxel_size=voxel_size, device=device)
     if factors is not None:
         if region is not None:
             raise VoxSegError("a region cannot be predicted with resampling; predict the "
                               "whole volume, or leave resampling off")
+        if read is not None:
+            volume, read = read(tuple(slice(0, n) for n in shape)), None
         scaled = tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors))
         volume = resize(torch.from_numpy(volume), scaled).numpy()
     result = yield from iter_blend(
-        model, volume, task=task, divisor=divisors(arch),
+        model, None if read else volume, read=read, spatial_shape=shape,
+        pad_value=float(volume.min()), task=task, divisor=divisors(arch),
         patch_size=tile_size or config["patch_size"], target_scale=config.get("target_scale"),
         region=region, overlap=overlap, batch_size=batch_size, device=device,
         # Resampled: the probabilities (or values) go back to the image's grid, and the
@@ -134,6 +142,27 @@ def iter_predict(
         return PredictResult(labels=None, values=values.numpy(), task=task)
     probs = resize(torch.from_numpy(result.probabilities), shape)
     return _finish(probs, torch.ones(shape), task, None, probabilities, uncertainty)
+
+
+def stage1_reader(model, image, read_image: Callable[[tuple], np.ndarray], *,
+                  voxel_size: Sequence[float] | None = None, bounds: np.ndarray | None = None,
+                  device=None) -> Callable[[tuple], np.ndarray]:
+    """A two-stage model's input, as ``iter_blend``'s ``read(spatial_slices)``: the normalized
+    image block (``read_image``), then ``model.stage1``'s probabilities of that block, whose
+    filters read their halo from ``image`` ((C, Z, Y, X), any array-like): any block equals
+    that block of the whole. ``voxel_size``: the image's (default: the model's). ``bounds``:
+    stage 1's normalization of ``image`` (default: from its percentiles)."""
+    stage1 = model.stage1
+    if bounds is None:
+        bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+
+    def read(slices):
+        probs = stage1.predict_proba(image, region=slices, voxel_size=voxel_size,
+                                     bounds=bounds, device=device)
+        return np.concatenate([np.asarray(read_image(slices), dtype=np.float32), probs])
+
+    return read
 
 
 def iter_blend(

@@ -31,7 +31,13 @@ DEFAULT_ARCHITECTURE = {
     "norm": "instance",
     "strides": None,
     "kernels": None,
+    # Two stages: the last ``prior_channels`` inputs are the first stage's class probabilities,
+    # and the network learns a correction to their logarithm (its head starts at zero, so an
+    # untrained network predicts exactly what the first stage does).
+    "prior_channels": 0,
 }
+# The smallest probability a prior passes on (log 1e-4 = -9.2).
+PRIOR_FLOOR = 1e-4
 # A Z voxel at least this many times longer than the finest axis is not convolved across
 # (kernel 1) nor downsampled until the finer axes have been pooled to within this factor.
 ANISOTROPY_FACTOR = 2.0
@@ -72,7 +78,8 @@ class UNet3D(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
-                 depth: int = 3, norm: str = "instance", strides=None, kernels=None):
+                 depth: int = 3, norm: str = "instance", strides=None, kernels=None,
+                 prior_channels: int = 0):
         super().__init__()
         strides, kernels = _resolved(depth, strides, kernels)
         conv, transposed = _CONV[len(kernels[0])]
@@ -90,16 +97,24 @@ class UNet3D(nn.Module):
             self.up.append(transposed(c_in, c_out, strides[level], stride=strides[level]))
             self.decoders.append(ConvBlock(2 * c_out, c_out, norm, kernels[level]))
         self.head = conv(widths[0], num_classes, 1)
+        self.prior_channels = prior_channels
+        if prior_channels:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.divisor = _stride_product(strides, len(kernels[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = x[:, x.shape[1] - self.prior_channels:] if self.prior_channels else None
         skips = [self.stem(x)]
         for down, encode in zip(self.down, self.encoders):
             skips.append(encode(down(skips[-1])))
         x = skips.pop()
         for up, decode in zip(self.up, self.decoders):
             x = decode(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+        logits = self.head(x)
+        if prior is not None:
+            logits = logits + prior.float().clamp(PRIOR_FLOOR, 1.0).log()
+        return logits
 
 
 class UNet2D(UNet3D):
@@ -108,9 +123,10 @@ class UNet2D(UNet3D):
     convolution mixes slices. For stacks with fewer slices than a 3D patch."""
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
-                 depth: int = 3, norm: str = "instance", strides=None, kernels=None):
+                 depth: int = 3, norm: str = "instance", strides=None, kernels=None,
+                 prior_channels: int = 0):
         super().__init__(in_channels, num_classes, base_channels, depth, norm,
-                         _strides_2d(depth), [[3, 3]] * depth)
+                         _strides_2d(depth), [[3, 3]] * depth, prior_channels)
         self.divisor = (1, *self.divisor)  # slices are never pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,6 +224,11 @@ def architecture_from(config: Mapping | None = None, **overrides) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise VoxSegError(f"architecture {key} = {value!r}; it must be a whole number "
                               f"from {low} to {high}")
+    prior = arch["prior_channels"]
+    if not isinstance(prior, int) or isinstance(prior, bool) or not (
+            prior == 0 or (prior == arch["num_classes"] and prior < arch["in_channels"])):
+        raise VoxSegError(f"architecture prior_channels = {prior!r}; it must be 0 or the "
+                          "class count (and fewer than the input channels)")
     _check_triples(arch, "strides", arch["depth"] - 1, {1, 2})
     _check_triples(arch, "kernels", arch["depth"], {1, 3})
     return arch

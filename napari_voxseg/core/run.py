@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .boundary import boundary_weight_map
+from .card import image_channels
 from .config import TrainConfig, adopt_model, plan_config
 from .data import check_image, normalize
 from .device import inference_dtype, resolve_device
@@ -23,6 +24,7 @@ from .models import architecture_from, build_model
 from .sampling import PatchSampler
 from .targets import Target, check_labels, class_weights, prepare_target
 from .tasks import task_of
+from .two_stage import RunStage, fit_run_stage, network_input, training_labels
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Run:
     voxel_size: tuple | None
     boundary: np.ndarray | None  # boundary_ce's voxel weights
     boundary_map: Callable | None  # strokes -> those weights, when they follow the strokes
+    stage: RunStage | None = None  # two stages: stage 1, its probabilities and pseudo-labels
     previous_steps: int = 0  # steps of earlier runs (fine-tuning, continuing)
     old_history: list = field(default_factory=list)
     first: int = 0  # the step this run starts at (a continued run: where it stopped)
@@ -76,10 +79,15 @@ def _check_voxel_size(voxel_size) -> tuple | None:
     return voxel_size
 
 
-def _check_model_fits(model, task: str, labels, num_classes: int | None) -> int | None:
-    """A model trained further must do the same task with as many classes; its class count."""
+def _check_model_fits(model, task: str, labels, num_classes: int | None,
+                      two_stage: bool = False) -> int | None:
+    """A model trained further must do the same task with as many classes, and have two
+    stages if asked for; its class count."""
     if model is None:
         return None
+    if two_stage and not model.config.get("stage1"):
+        raise VoxSegError("the loaded model has one stage and cannot be trained further with "
+                          "two stages; turn two_stage off, or train a new model")
     model_task = task_of(model.config)
     if model_task != task:
         raise VoxSegError(f"the loaded model does a {model_task} task, not {task}; choose "
@@ -112,11 +120,14 @@ def _boundary(cfg: TrainConfig, loss_fn, reference, strokes, voxel_size):
     return weights(reference), None
 
 
-def _network(cfg: TrainConfig, model, layout: dict, channels: int, outputs: int):
-    """A new network for ``cfg`` (seeded), or the one being trained further."""
+def _network(cfg: TrainConfig, model, layout: dict, channels: int, outputs: int,
+             prior: int = 0):
+    """A new network for ``cfg`` (seeded), or the one being trained further. ``prior``: how
+    many of the ``channels`` are a first stage's probabilities (the last ones)."""
     if model is None:
         arch = architecture_from(in_channels=channels, num_classes=outputs,
-                                 base_channels=cfg.base_channels, depth=cfg.depth, **layout)
+                                 base_channels=cfg.base_channels, depth=cfg.depth,
+                                 prior_channels=prior, **layout)
         torch.manual_seed(cfg.seed)
         return build_model(arch), arch
     return model, dict(model.config["architecture"])
@@ -140,9 +151,9 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
         config = adopt_model(config or TrainConfig(), model)
     cfg = (config or TrainConfig()).checked()
     voxel_size = _check_voxel_size(voxel_size)
-    known = _check_model_fits(model, cfg.task, labels, cfg.num_classes)
+    known = _check_model_fits(model, cfg.task, labels, cfg.num_classes, cfg.two_stage)
     image = check_image(image, channels=None if model is None else
-                        model.config["architecture"]["in_channels"])
+                        image_channels(model.config))
     cfg, layout = plan_config(cfg, image.shape[1:], voxel_size, architecture=None
                               if model is None else model.config["architecture"])
     target = prepare_target(cfg.task, labels, image.shape[1:], mask=mask,
@@ -156,11 +167,16 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     boundary, boundary_map = _boundary(cfg, loss_fn, boundary_reference, target.data,
                                        voxel_size)
     training = (model.config.get("training", {}) if model is not None else {})
-    model, arch = _network(cfg, model, layout, image.shape[0], target.num_outputs)
-    normalized = normalize(image, *cfg.percentiles)
-    sampler = PatchSampler(normalized, target.data, cfg.patch_size, strata=target.strata,
-                           voxel_weights=boundary,
-                           fill=target.fill, seed=cfg.seed)
+    stage = fit_run_stage(image, target.data, target.num_outputs, voxel_size,
+                          seed=cfg.seed) if cfg.two_stage else None
+    prior = target.num_outputs if stage else 0
+    model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,
+                           prior)
+    normalized = network_input(normalize(image, *cfg.percentiles), stage)
+    drawn, voxel_weights = training_labels(stage, target.data, boundary)
+    sampler = PatchSampler(normalized, drawn, cfg.patch_size, strata=target.strata,
+                           voxel_weights=voxel_weights, fill=target.fill, seed=cfg.seed,
+                           intensity_channels=image.shape[0])
     device = resolve_device(cfg.device)
     model.to(device).train()
     amp = inference_dtype(device, cfg.precision, cfg.task)
@@ -176,6 +192,7 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
         optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                     weight_decay=cfg.weight_decay),
         sampler=sampler, voxel_size=voxel_size, boundary=boundary, boundary_map=boundary_map,
+        stage=stage,
         previous_steps=int(training.get("steps_done", 0)),
         old_history=list(training.get("history", [])))
 

@@ -30,12 +30,15 @@ class PatchSampler:
     rare classes are seen as often as common ones; otherwise it is drawn uniformly.
     ``voxel_weights``, optional ``(Z, Y, X)`` float, are cut and turned with the patch.
     ``fill`` is the target's "not annotated" value, used where a small volume is padded.
+    ``intensity_channels``: how many leading image channels are intensities that the
+    augmentation changes in contrast and brightness (default all; a first stage's
+    probabilities after them are only flipped and turned).
     """
 
     def __init__(self, image: np.ndarray, target: np.ndarray, patch_size: Sequence[int],
                  *, strata: np.ndarray | None = None, voxel_weights: np.ndarray | None = None,
                  fill: float = 0, stroke_fraction: float = 0.9, augment: bool = True,
-                 seed: int | None = 0):
+                 seed: int | None = 0, intensity_channels: int | None = None):
         self.patch_size = tuple(int(p) for p in patch_size)
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise VoxSegError(f"patch size {patch_size} must be three positive sizes (Z, Y, X)")
@@ -43,6 +46,7 @@ class PatchSampler:
         self.fill = fill
         self.stroke_fraction = stroke_fraction
         self.augment = augment
+        self.intensity_channels = intensity_channels
         self.rng = np.random.default_rng(seed)
         self.update_labels(target, strata=strata, voxel_weights=voxel_weights)
 
@@ -116,4 +120,7 @@ class PatchSampler:
         # Intensity: a random contrast and brightness change, as between two acquisitions.
         gain = np.float32(rng.uniform(0.85, 1.15))
         offset = np.float32(rng.uniform(-0.1, 0.1))
-        return img * gain + offset, lab, weights
+        img = np.array(img, dtype=np.float32)  # a copy: the flips and turns are views
+        n = self.intensity_channels
+        img[:n] = img[:n] * gain + offset
+        return img, lab, weights

@@ -42,6 +42,7 @@ from .losses import LOSSES, short_name
 from .models import divisors
 from .run import Run, prepare_run, restore_run
 from .targets import prepare_target
+from .two_stage import training_labels
 
 # After this many non-finite losses in a row, training stops instead of skipping steps.
 MAX_BAD_STEPS = 10
@@ -135,8 +136,8 @@ def _refresh_strokes(run: Run, fresh) -> None:
                                     names=run.cfg.class_names)
     if run.boundary_map is not None:
         run.boundary = run.boundary_map(run.target.data)  # the strokes' boundaries moved
-    run.sampler.update_labels(run.target.data, strata=run.target.strata,
-                              voxel_weights=run.boundary)
+    drawn, weights = training_labels(run.stage, run.target.data, run.boundary)
+    run.sampler.update_labels(drawn, strata=run.target.strata, voxel_weights=weights)
 
 
 def _preview(run: Run, step: int, region, should_stop) -> PreviewEvent | None:
@@ -207,7 +208,8 @@ def _loss_record(cfg: TrainConfig) -> dict:
 def _card(run: Run, steps_done: int) -> ModelCard:
     cfg, history = run.cfg, run.history
     training = {
-        **{k: v for k, v in asdict(cfg).items() if k not in ("class_names", "device")},
+        **{k: v for k, v in asdict(cfg).items() if k not in ("class_names", "device")
+           and (k != "two_stage" or v)},  # one-stage models' cards stay as they were
         "class_weights": None if run.weights is None else [float(w) for w in run.weights],
         "stroke_counts": run.target.counts(),
         "steps_done": run.previous_steps + steps_done,
@@ -224,7 +226,8 @@ def _card(run: Run, steps_done: int) -> ModelCard:
                        "high": cfg.percentiles[1]},
         patch_size=list(cfg.patch_size),
         voxel_size=None if run.voxel_size is None else [float(v) for v in run.voxel_size],
-        training=training, versions=_versions())
+        training=training, versions=_versions(),
+        stage1=None if run.stage is None else run.stage.model.metadata())
 
 
 def _snapshot(run: Run, steps_done: int) -> ResumeState:
@@ -248,6 +251,8 @@ def _finish(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainResu
         run.best_step = steps_done
     run.model.eval()
     run.model.config = _card(run, steps_done).to_dict()
+    if run.stage is not None:
+        run.model.stage1 = run.stage.model
     return TrainResult(model=run.model, history=run.history, stopped=stopped, steps=steps_done,
                        best_step=run.best_step, best_loss=run.best_loss,
                        elapsed=time.perf_counter() - run.start, skipped_steps=run.skipped,

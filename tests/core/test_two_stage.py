@@ -147,3 +147,24 @@ def test_an_inconsistent_stage1_in_config_json_is_refused(two_stage, tmp_path):
     config["stage1"]["num_classes"] = 3
     path.write_text(json.dumps(config))
     _one_line_error(lambda: load_model(tmp_path / "m"), "stage1", "inconsistent")
+
+
+def test_an_untrained_second_stage_predicts_what_the_first_does():
+    """The U-Net learns a correction to the first stage's log-probabilities: its head starts
+    at zero, so before any step its classes are exactly the first stage's."""
+    import torch
+
+    from napari_voxseg.core.models import architecture_from, build_model
+
+    arch = architecture_from(in_channels=4, num_classes=3, base_channels=4, depth=2,
+                             prior_channels=3)
+    net = build_model(arch).eval()
+    probs = torch.softmax(torch.randn(1, 3, 8, 16, 16) * 3, dim=1)
+    x = torch.cat([torch.randn(1, 1, 8, 16, 16), probs], dim=1)
+    with torch.no_grad():
+        logits = net(x)
+    assert torch.equal(logits.argmax(1), probs.argmax(1))
+    torch.testing.assert_close(logits.softmax(1), probs.clamp(1e-4, 1) /
+                               probs.clamp(1e-4, 1).sum(1, keepdim=True))
+    with pytest.raises(VoxSegError, match="prior_channels"):
+        architecture_from(in_channels=3, num_classes=3, prior_channels=3)
