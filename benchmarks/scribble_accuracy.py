@@ -1,0 +1,119 @@
+"""Accuracy from scribbles drawn the way people draw them: the random-forest reference against
+voxseg's first stage, its U-Net alone and the two stages.
+
+    python benchmarks/scribble_accuracy.py [--cases a,b] [--styles skeleton,lines]
+                                           [--iterations 300] [--seeds 0]
+    python benchmarks/scribble_accuracy.py --held-out     # only when the tuning is over
+
+Scribbles come from benchmarks/scribbles.py (seeded; along the middle of regions on a few
+evenly spaced slices, or short straight strokes; never touching a class boundary). For each
+case, style and seed it prints one JSON line per method with the Dice per class, the mean, the
+labeled fraction and the seconds, then a Markdown table of mean Dice:
+
+- ``forest``: scikit-learn's random forest, 100 trees, on voxseg's filter bank (what ilastik
+  does; the reference our users already have),
+- ``stage1``: voxseg's first stage alone (forest + per-voxel MLP),
+- ``unet``: the U-Net trained on the strokes alone (voxseg's one-stage engine),
+- ``two_stage``: the U-Net given stage 1's probabilities and confident voxels.
+Needs scikit-learn and scikit-image, and for the real cases the packages in DATA.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scribbles import (  # noqa: E402
+    case_names,
+    labeled_fraction,
+    line_strokes,
+    load_case,
+    skeleton_strokes,  # noqa: E402
+)
+from stage1_classifiers import forest  # noqa: E402
+
+from napari_voxseg.core import TrainConfig, predict, train  # noqa: E402
+from napari_voxseg.core.features import feature_bank  # noqa: E402
+from napari_voxseg.core.metrics import dice_per_class  # noqa: E402
+from napari_voxseg.core.stage1 import fit_stage1  # noqa: E402
+
+STYLES = {"skeleton": skeleton_strokes, "lines": line_strokes}
+METHODS = ("forest", "stage1", "unet", "two_stage")
+
+
+def _labels(probs: np.ndarray) -> np.ndarray:
+    return (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+
+
+def run_method(method: str, case, strokes: np.ndarray, k: int, seed: int,
+               iterations: int) -> tuple[np.ndarray, float]:
+    """The labels (Z, Y, X) a method predicts from the strokes, and its seconds."""
+    began = time.perf_counter()
+    if method == "forest":
+        features = feature_bank(case.image, case.voxel_size)
+        labels = _labels(forest(features, strokes, k, torch.get_num_threads(), seed)[0])
+    elif method == "stage1":
+        model = fit_stage1(case.image, strokes, case.voxel_size, seed=seed, num_classes=k)
+        labels = _labels(model.predict_proba(case.image))
+    else:
+        config = TrainConfig(iterations=iterations, seed=seed, num_classes=k,
+                             two_stage=method == "two_stage")
+        model = train(case.image, strokes, config, voxel_size=case.voxel_size).model
+        labels = predict(model, case.image)
+    return labels, time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=None, help="comma-separated (default: tuning ones)")
+    parser.add_argument("--held-out", action="store_true", help="run the held-out cases")
+    parser.add_argument("--styles", default="skeleton,lines")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--iterations", type=int, default=TrainConfig.iterations)
+    parser.add_argument("--seeds", default="0")
+    args = parser.parse_args()
+    names = args.cases.split(",") if args.cases else case_names(args.held_out)
+    rows = []
+    for name in names:
+        try:
+            case = load_case(name)
+        except ModuleNotFoundError as exc:
+            print(f"# {name}: skipped ({exc})", flush=True)
+            continue
+        k = int(case.truth.max())
+        for style in args.styles.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                strokes = STYLES[style](case.truth, seed=seed)
+                for method in args.methods.split(","):
+                    labels, seconds = run_method(method, case, strokes, k, seed,
+                                                 args.iterations)
+                    dice = dice_per_class(labels, case.truth)
+                    row = {"case": name, "style": style, "seed": seed, "method": method,
+                           "dice": {str(c): round(v, 4) for c, v in dice.items()},
+                           "mean": round(float(np.mean(list(dice.values()))), 4),
+                           "labeled": round(labeled_fraction(strokes), 5),
+                           "seconds": round(seconds, 1)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    print("\n| case | style | " + " | ".join(args.methods.split(",")) + " |")
+    print("| --- | --- |" + " --- |" * len(args.methods.split(",")))
+    for name in names:
+        for style in args.styles.split(","):
+            means = [np.mean([r["mean"] for r in rows if (r["case"], r["style"], r["method"])
+                              == (name, style, m)] or [np.nan])
+                     for m in args.methods.split(",")]
+            if not all(np.isnan(means)):
+                print(f"| {name} | {style} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+
+
+if __name__ == "__main__":
+    main()
