@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from napari_voxseg.core.errors import VoxSegError
 
 # A network small enough to train a few steps in well under a second on a 2-core CPU.
 TINY = dict(iterations=4, patch_size=(8, 16, 16), base_channels=4, depth=2, batch_size=1)
@@ -49,3 +52,11 @@ def tree(folder: Path) -> dict:
             found[rel] = ("link", os.readlink(p)) if p.is_symlink() else \
                 hashlib.sha256(p.read_bytes()).hexdigest()
     return found
+
+
+def one_line_error(call, *words):
+    """``call()`` raises a VoxSegError of one line that holds every one of ``words``."""
+    with pytest.raises(VoxSegError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_error
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from napari_voxseg.core import forest as fo
-from napari_voxseg.core.errors import VoxSegError
 from napari_voxseg.core.metrics import dice_per_class
 from napari_voxseg.core.stage1 import Stage1, fit_stage1
 
@@ -155,30 +155,23 @@ def test_a_saved_stage1_predicts_without_scikit_learn(small_volume, tmp_path):
     assert run.returncode == 0, run.stderr
 
 
-def _one_line_error(call, *words):
-    with pytest.raises(VoxSegError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and all(w in message for w in words), message
-
-
 def test_bad_strokes_and_damaged_files_are_refused(small_volume, fitted):
     image, _, strokes = small_volume
-    _one_line_error(lambda: fit_stage1(image, np.where(strokes == 1, 1, 0)), "two classes")
-    _one_line_error(lambda: fit_stage1(image, np.zeros_like(strokes)), "no strokes")
-    _one_line_error(lambda: fit_stage1(image, strokes[:, :10]), "shape")
-    _one_line_error(lambda: fit_stage1(image, strokes.astype(np.float32)), "integers")
-    _one_line_error(lambda: fit_stage1(image, strokes, num_classes=1), "num_classes")
-    _one_line_error(lambda: fit_stage1(image[None, None], strokes), "shape")
+    one_line_error(lambda: fit_stage1(image, np.where(strokes == 1, 1, 0)), "two classes")
+    one_line_error(lambda: fit_stage1(image, np.zeros_like(strokes)), "no strokes")
+    one_line_error(lambda: fit_stage1(image, strokes[:, :10]), "shape")
+    one_line_error(lambda: fit_stage1(image, strokes.astype(np.float32)), "integers")
+    one_line_error(lambda: fit_stage1(image, strokes, num_classes=1), "num_classes")
+    one_line_error(lambda: fit_stage1(image[None, None], strokes), "shape")
     model, _ = fitted
-    _one_line_error(lambda: model.predict_proba(np.zeros((2, 8, 8, 8), np.float32)), "(1, Z")
+    one_line_error(lambda: model.predict_proba(np.zeros((2, 8, 8, 8), np.float32)), "(1, Z")
     state, meta = model.state_dict(), model.metadata()
-    _one_line_error(lambda: Stage1.from_state(state, {**meta, "format": "joblib"}), "save")
-    _one_line_error(lambda: Stage1.from_state(state, {**meta, "num_classes": 4}), "damaged")
+    one_line_error(lambda: Stage1.from_state(state, {**meta, "format": "joblib"}), "save")
+    one_line_error(lambda: Stage1.from_state(state, {**meta, "num_classes": 4}), "damaged")
     missing = {k: v for k, v in state.items() if k != "forest.threshold"}
-    _one_line_error(lambda: Stage1.from_state(missing, meta), "threshold", "lacks")
+    one_line_error(lambda: Stage1.from_state(missing, meta), "threshold", "lacks")
     broken = {**state, "forest.left": state["forest.left"] + 10_000}
-    _one_line_error(lambda: Stage1.from_state(broken, meta), "damaged")
+    one_line_error(lambda: Stage1.from_state(broken, meta), "damaged")
 
 
 def test_fit_and_predict_times_on_the_sample(sample, fitted, capsys):

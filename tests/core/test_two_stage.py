@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, drain
+from helpers import TINY, drain, one_line_error
 
 from napari_voxseg.core import VoxSegError
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
@@ -27,13 +27,6 @@ def two_stage(small_volume):
     given = strokes.copy()
     events, result = drain(iter_train(image, given, TrainConfig(**TWO)))
     return events, result, given, strokes
-
-
-def _one_line_error(call, *words):
-    with pytest.raises(VoxSegError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and all(w in message for w in words), message
 
 
 def test_two_stage_trains_and_predicts(small_volume, two_stage):
@@ -100,7 +93,7 @@ def test_saved_two_stage_model_round_trips_without_pickle(small_volume, two_stag
     save_model(loaded, tmp_path / "m", overwrite=True)  # a two-stage folder may be replaced
 
     (tmp_path / "m" / "stage1.safetensors").unlink()
-    _one_line_error(lambda: load_model(tmp_path / "m"), "stage1.safetensors")
+    one_line_error(lambda: load_model(tmp_path / "m"), "stage1.safetensors")
 
 
 def test_two_stage_blocks_equal_the_whole(small_volume, two_stage, tmp_path):
@@ -126,7 +119,7 @@ def test_one_stage_models_are_unchanged(small_volume, tmp_path):
     assert "stage1" not in json.loads((tmp_path / "m" / "config.json").read_text())
     assert not hasattr(load_model(tmp_path / "m"), "stage1")
     # Training it further with two stages is refused: its network takes the image alone.
-    _one_line_error(lambda: train(image, strokes, TrainConfig(**TWO), model=model),
+    one_line_error(lambda: train(image, strokes, TrainConfig(**TWO), model=model),
                     "one stage", "two_stage off")
 
 
@@ -137,7 +130,7 @@ def test_one_stage_models_are_unchanged(small_volume, tmp_path):
     (dict(two_stage="yes"), ("True or False",)),
 ])
 def test_bad_combinations_are_refused_with_one_line(given, words):
-    _one_line_error(lambda: TrainConfig(**{**TWO, **given}).checked(), *words)
+    one_line_error(lambda: TrainConfig(**{**TWO, **given}).checked(), *words)
 
 
 def test_an_inconsistent_stage1_in_config_json_is_refused(two_stage, tmp_path):
@@ -146,7 +139,7 @@ def test_an_inconsistent_stage1_in_config_json_is_refused(two_stage, tmp_path):
     config = json.loads(path.read_text())
     config["stage1"]["num_classes"] = 3
     path.write_text(json.dumps(config))
-    _one_line_error(lambda: load_model(tmp_path / "m"), "stage1", "inconsistent")
+    one_line_error(lambda: load_model(tmp_path / "m"), "stage1", "inconsistent")
 
 
 def test_an_untrained_second_stage_predicts_what_the_first_does():
