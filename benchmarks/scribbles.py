@@ -60,6 +60,14 @@ def interior(truth: np.ndarray, z: int, label: int) -> np.ndarray:
     return inside
 
 
+def _class_interiors(truth: np.ndarray, slices):
+    """(slice index, class, its interior on that slice) for each class on each chosen slice."""
+    for z in _slices(truth, slices):
+        for label in np.unique(truth[z]):
+            if label != 0:
+                yield z, label, interior(truth, z, label)
+
+
 def _skeletonize(mask: np.ndarray) -> np.ndarray:
     from skimage.morphology import skeletonize
 
@@ -74,20 +82,16 @@ def skeleton_strokes(truth: np.ndarray, *, slices: int | Sequence[int] = 3,
     truth = np.asarray(truth)
     rng = np.random.default_rng(seed)
     strokes = np.zeros(truth.shape, dtype=np.uint8)
-    for z in _slices(truth, slices):
-        for label in np.unique(truth[z]):
-            if label == 0:
-                continue
-            regions, n = ndi.label(truth[z] == label, _SQUARE)
-            inside = interior(truth, z, label)
-            drawable = [r for r in range(1, n + 1) if inside[regions == r].any()]
-            if not drawable:
-                continue
-            count = max(1, int(round(fraction * len(drawable))))
-            chosen = rng.choice(drawable, size=count, replace=False)
-            allowed = inside & np.isin(regions, chosen)
-            stroke = ndi.binary_dilation(_skeletonize(allowed), _SQUARE) & allowed
-            strokes[z][stroke] = label
+    for z, label, inside in _class_interiors(truth, slices):
+        regions, n = ndi.label(truth[z] == label, _SQUARE)
+        drawable = [r for r in range(1, n + 1) if inside[regions == r].any()]
+        if not drawable:
+            continue
+        count = max(1, int(round(fraction * len(drawable))))
+        chosen = rng.choice(drawable, size=count, replace=False)
+        allowed = inside & np.isin(regions, chosen)
+        stroke = ndi.binary_dilation(_skeletonize(allowed), _SQUARE) & allowed
+        strokes[z][stroke] = label
     return strokes
 
 
@@ -109,24 +113,20 @@ def line_strokes(truth: np.ndarray, *, slices: int | Sequence[int] = 3, per_clas
     truth = np.asarray(truth)
     rng = np.random.default_rng(seed)
     strokes = np.zeros(truth.shape, dtype=np.uint8)
-    for z in _slices(truth, slices):
-        for label in np.unique(truth[z]):
-            if label == 0:
-                continue
-            inside = interior(truth, z, label)
-            points = np.argwhere(inside)
-            if not len(points):
-                continue
-            line = np.zeros(inside.shape, dtype=bool)
-            for centre in points[rng.choice(len(points), size=min(per_class, len(points)),
-                                            replace=False)]:
-                angle = rng.uniform(0, np.pi)
-                step = np.array([np.sin(angle), np.cos(angle)])
-                line[tuple(centre)] = True
-                for sign in (1, -1):
-                    for y, x in _walk(inside, centre.astype(float), sign * step, length // 2):
-                        line[y, x] = True
-            strokes[z][ndi.binary_dilation(line, _SQUARE) & inside] = label
+    for z, label, inside in _class_interiors(truth, slices):
+        points = np.argwhere(inside)
+        if not len(points):
+            continue
+        line = np.zeros(inside.shape, dtype=bool)
+        for centre in points[rng.choice(len(points), size=min(per_class, len(points)),
+                                        replace=False)]:
+            angle = rng.uniform(0, np.pi)
+            step = np.array([np.sin(angle), np.cos(angle)])
+            line[tuple(centre)] = True
+            for sign in (1, -1):
+                for y, x in _walk(inside, centre.astype(float), sign * step, length // 2):
+                    line[y, x] = True
+        strokes[z][ndi.binary_dilation(line, _SQUARE) & inside] = label
     return strokes
 
 

@@ -21,7 +21,7 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     from .core.device import DEVICES, PRECISIONS
     from .core.infer import DEFAULT_OVERLAP
     from .core.losses import losses_for
-    from .core.tasks import TASKS
+    from .core.tasks import DEFAULT_LOSS, TASKS
     from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
 
     parser = _Parser(prog="python -m napari_voxseg",
@@ -47,10 +47,8 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                         "one (default learning rate then "
                         f"{TrainConfig.learning_rate * FINE_TUNE_LR_FACTOR:g})")
     p.add_argument("--loss", default=None, choices=names, metavar="LOSS",
-                   help="multiclass: " + ", ".join(losses_for("multiclass"))
-                        + " (default ce); multilabel: " + ", ".join(losses_for("multilabel"))
-                        + " (default bce); regression: " + ", ".join(losses_for("regression"))
-                        + " (default mse)")
+                   help="; ".join(f"{t}: {', '.join(losses_for(t))} (default {DEFAULT_LOSS[t]})"
+                                  for t in TASKS))
     p.add_argument("--class-weights", default="none",
                    help="none | auto (inverse stroke frequency; multilabel: absent/present) | "
                         "median (median-frequency balancing) | w1,w2,... (one per class)")

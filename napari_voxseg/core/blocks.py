@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .card import image_channels
-from .data import DEFAULT_PERCENTILES, normalize_with
+from .data import normalize_with
 from .errors import VoxSegError
 from .folders import (
     replace_folder,
@@ -304,7 +304,7 @@ def _stage1_job(model, source, voxel_size) -> dict:
     if stage1 is None:
         return {}
     return {"stage1_state": {k: v.numpy() for k, v in stage1.state_dict().items()},
-            "stage1_bounds": volume_bounds(source, *DEFAULT_PERCENTILES)[0],
+            "stage1_bounds": stage1.bounds_of(source),
             "voxel_size": None if voxel_size is None else tuple(voxel_size)}
 
 

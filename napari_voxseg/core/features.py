@@ -268,6 +268,12 @@ def feature_block(image, start: Sequence[int], stop: Sequence[int], *,
     return out
 
 
+def default_bounds(image) -> np.ndarray:
+    """Per-channel (low, high) intensities that the filter bank maps to 0 and 1 by default:
+    the project's percentiles of a strided sample of the ``(C, Z, Y, X)`` image."""
+    return volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+
+
 def feature_bank(image, voxel_size: Sequence[float] | None = None, *,
                  scales: Sequence[float] = DEFAULT_SCALES, normalize: bool = True,
                  bounds: np.ndarray | None = None, device: str | torch.device = "cpu",
@@ -284,7 +290,7 @@ def feature_bank(image, voxel_size: Sequence[float] | None = None, *,
     if image.ndim == 3:
         image = image[None]
     if normalize and bounds is None:
-        bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+        bounds = default_bounds(image)
     return feature_block(image, (0, 0, 0), image.shape[1:], voxel_size=voxel_size,
                          scales=scales, bounds=bounds if normalize else None, device=device,
                          dtype=dtype)
@@ -301,7 +307,7 @@ def iter_feature_blocks(image, block: Sequence[int] = (64, 128, 128), *,
     the volume (see :func:`~.infer.volume_bounds`). Peak memory: one block's features with
     its halo, whatever the volume's size."""
     if bounds is None:
-        bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+        bounds = default_bounds(image)
     shape = image.shape[1:]
     for z in range(0, shape[0], block[0]):
         for y in range(0, shape[1], block[1]):

@@ -266,11 +266,6 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
-def check_output_file(path, *, inputs=(), overwrite: bool = False) -> Path:
-    """Check that ``write_volume`` may write ``path`` (see :mod:`.outputs`); before any work."""
-    return check_output(path, inputs=inputs, overwrite=overwrite)
-
-
 def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
                  overwrite: bool = False) -> Path:
     """Write ``array`` to ``path`` (format from its suffix) atomically; return the path.
@@ -278,7 +273,7 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
     (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation.
     An existing ``path`` is replaced only with ``overwrite`` (a folder only if voxseg wrote
     it): see :mod:`.outputs`."""
-    path = check_output_file(path, overwrite=overwrite)
+    path = check_output(path, overwrite=overwrite)
     suffix = suffix_of(path)
     if suffix == ".zarr":
         return _write_zarr(path, np.asarray(array), voxel_size)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .card import image_channels
-from .data import DEFAULT_PERCENTILES, check_image, normalize, normalize_with, percentiles
+from .data import check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
 from .models import divisors
@@ -154,7 +154,7 @@ def stage1_reader(model, image, read_image: Callable[[tuple], np.ndarray], *,
     stage 1's normalization of ``image`` (default: from its percentiles)."""
     stage1 = model.stage1
     if bounds is None:
-        bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+        bounds = stage1.bounds_of(image)
     device = next(model.parameters()).device if device is None else resolve_device(device)
 
     def read(slices):

@@ -41,7 +41,8 @@ def _zero(logits: torch.Tensor) -> torch.Tensor:
 
 class _Loss(torch.nn.Module):
     task = "multiclass"
-    uses_voxel_weights = False
+    uses_voxel_weights = False  # needs a per-voxel weight map (the loop makes one)
+    honours_voxel_weights = False  # weighs each voxel by the map it is given
 
     def __init__(self, class_weights: Sequence[float] | None = None):
         super().__init__()
@@ -90,6 +91,8 @@ class MaskedCrossEntropy(_Loss):
     The weighted mean ``sum(w_class * w_voxel * ce) / sum(w_class * w_voxel)`` over annotated
     voxels; with class weights only it is PyTorch's weighted ``cross_entropy``.
     """
+
+    honours_voxel_weights = True
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor,
                 voxel_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -317,6 +320,11 @@ def losses_for(task: str) -> list[str]:
 def short_name(key: str) -> str:
     """The name a user types for the registry key ``key`` (``dice_ml`` -> ``dice``)."""
     return {v: k[1] for k, v in _ALIASES.items()}.get(key, key)
+
+
+def weighable_losses() -> list[str]:
+    """The losses that weigh each voxel by a given map (e.g. pseudo-labels below strokes)."""
+    return [name for name, info in LOSSES.items() if info.factory.honours_voxel_weights]
 
 
 def check_focal_gamma(value) -> float:

@@ -25,10 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DEFAULT_PERCENTILES
 from .errors import VoxSegError
-from .features import DEFAULT_SCALES, feature_names, iter_feature_blocks
-from .infer import volume_bounds
+from .features import DEFAULT_SCALES, default_bounds, feature_names, iter_feature_blocks
 
 _PREDICT_CHUNK = 1 << 18
 
@@ -238,7 +236,7 @@ def predict_image(params: dict[str, torch.Tensor], image, voxel_size=None, *,
     k = params[f"layer{len(_layers(params)) - 1}.bias"].numel()
     if out is None:
         out = np.empty((k, *image.shape[1:]), dtype=np.float32)
-    bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+    bounds = default_bounds(image)
     for region, feats in iter_feature_blocks(image, block, voxel_size=voxel_size,
                                              scales=scales, bounds=bounds, device=device):
         out[(slice(None), *region)] = predict_proba(params, feats).cpu().numpy()

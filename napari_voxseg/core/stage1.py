@@ -25,11 +25,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .data import DEFAULT_PERCENTILES
 from .errors import VoxSegError
-from .features import DEFAULT_SCALES, feature_block, feature_names
+from .features import DEFAULT_SCALES, default_bounds, feature_block, feature_names
 from .forest import Forest, ForestConfig, fit_forest
-from .infer import volume_bounds
 from .mlp import (  # noqa: F401  (the MLP's API, re-exported)
     Stage1Config,
     _layers,
@@ -65,6 +63,12 @@ class Stage1:
     scales: tuple[float, ...]
     voxel_size: tuple[float, float, float] | None
 
+    @staticmethod
+    def bounds_of(image) -> np.ndarray:
+        """How stage 1 normalizes ``image`` (C, Z, Y, X): compute it once and pass it to
+        :meth:`predict_proba` when predicting an image block by block."""
+        return default_bounds(image)
+
     def predict_proba(self, image, region: Sequence[slice] | None = None, *,
                       voxel_size: Sequence[float] | None = None, bounds: np.ndarray | None = None,
                       device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
@@ -74,14 +78,14 @@ class Stage1:
         their halo: memory holds one block's features whatever the volume's size.
 
         ``voxel_size``: the image's (default: the training image's). ``bounds``: its
-        normalization (default: its percentiles, :func:`~.infer.volume_bounds`; pass them to
+        normalization (default: :meth:`bounds_of` the image; pass them to
         predict several regions of one volume). ``threads``: see :func:`cpu_threads`.
         ``out``: where to write (e.g. a zarr array), by default a new numpy array."""
         image = _as_image(image, self.channels)
         region = concrete(region, image.shape[1:])
         voxel_size = self.voxel_size if voxel_size is None else voxel_size
         if bounds is None:
-            bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+            bounds = default_bounds(image)
         shape = tuple(r.stop - r.start for r in region)
         if out is None:
             out = np.empty((self.num_classes, *shape), dtype=np.float32)
@@ -183,7 +187,7 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                if strokes[tuple(map(slice, a, b))].any()]
     if not painted:
         raise VoxSegError("there are no strokes; paint at least two classes before training")
-    bounds = volume_bounds(image, *DEFAULT_PERCENTILES)[0]
+    bounds = default_bounds(image)
     generator = torch.Generator().manual_seed(seed)
     total = sum(np.prod(np.subtract(b, a)) for a, b in painted)
     xs, ys, samples = [], [], []

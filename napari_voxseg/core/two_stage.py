@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import VoxSegError
+from .losses import weighable_losses
 
 PSEUDO_THRESHOLD = 0.8  # stage-1 probability from which an unpainted voxel is a pseudo-label
 PSEUDO_WEIGHT = 0.3  # a pseudo-label's weight in the loss; a stroke weighs 1
-# The losses that take per-voxel weights, so that pseudo-labels can weigh less than strokes.
-LOSSES = ("ce", "boundary_ce")
 
 
 def check_two_stage(two_stage, task: str, loss: str) -> None:
@@ -35,9 +34,11 @@ def check_two_stage(two_stage, task: str, loss: str) -> None:
     if task != "multiclass":
         raise VoxSegError(f"two_stage is for the multiclass task only, not {task}; turn "
                           "two_stage off")
-    if loss not in LOSSES:
+    weighable = weighable_losses()
+    if loss not in weighable:
         raise VoxSegError(f"two_stage weighs pseudo-labels below strokes, which loss {loss!r} "
-                          f"cannot do; choose loss {' or '.join(LOSSES)}, or turn two_stage off")
+                          f"cannot do; choose loss {' or '.join(weighable)}, or turn two_stage "
+                          "off")
 
 
 @dataclass
