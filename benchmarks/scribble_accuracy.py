@@ -13,8 +13,10 @@ labeled fraction and the seconds, then a Markdown table of mean Dice:
 - ``forest``: scikit-learn's random forest, 100 trees, on voxseg's filter bank (what ilastik
   does; the reference our users already have),
 - ``stage1``: voxseg's first stage alone (forest + per-voxel MLP),
-- ``unet``: the U-Net trained on the strokes alone (voxseg's one-stage engine),
-- ``two_stage``: the U-Net given stage 1's probabilities and confident voxels.
+- ``unet``: the U-Net trained on the strokes alone (``--one-stage``),
+- ``two_stage``: voxseg's default engine: the U-Net given stage 1's probabilities and
+  confident voxels, kept only where it beats stage 1 on held-out strokes (the row's ``kept``
+  says which one the model is).
 Needs scikit-learn and scikit-image, and for the real cases the packages in DATA.md.
 """
 
@@ -54,9 +56,11 @@ def _labels(probs: np.ndarray) -> np.ndarray:
 
 
 def run_method(method: str, case, strokes: np.ndarray, k: int, seed: int,
-               iterations: int) -> tuple[np.ndarray, float]:
-    """The labels (Z, Y, X) a method predicts from the strokes, and its seconds."""
-    began = time.perf_counter()
+               iterations: int) -> tuple[np.ndarray, float, str | None]:
+    """The labels (Z, Y, X) a method predicts from the strokes, its seconds, and for the two
+    stages which one the saved model kept ("network" or "stage 1"; None when no strokes
+    could be held out)."""
+    began, kept = time.perf_counter(), None
     if method == "forest":
         features = feature_bank(case.image, case.voxel_size)
         labels = _labels(forest(features, strokes, k, torch.get_num_threads(), seed)[0])
@@ -65,10 +69,11 @@ def run_method(method: str, case, strokes: np.ndarray, k: int, seed: int,
         labels = _labels(model.predict_proba(case.image))
     else:
         config = TrainConfig(iterations=iterations, seed=seed, num_classes=k,
-                             two_stage=method == "two_stage")
+                             two_stage=None if method == "two_stage" else False)
         model = train(case.image, strokes, config, voxel_size=case.voxel_size).model
         labels = predict(model, case.image)
-    return labels, time.perf_counter() - began
+        kept = model.config["training"].get("validation", {}).get("kept")
+    return labels, time.perf_counter() - began, kept
 
 
 def main() -> None:
@@ -94,14 +99,14 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 strokes = STYLES[style](case.truth, seed=seed)
                 for method in args.methods.split(","):
-                    labels, seconds = run_method(method, case, strokes, k, seed,
-                                                 args.iterations)
+                    labels, seconds, kept = run_method(method, case, strokes, k, seed,
+                                                       args.iterations)
                     dice = dice_per_class(labels, case.truth)
                     row = {"case": name, "style": style, "seed": seed, "method": method,
                            "dice": {str(c): round(v, 4) for c, v in dice.items()},
                            "mean": round(float(np.mean(list(dice.values()))), 4),
                            "labeled": round(labeled_fraction(strokes), 5),
-                           "seconds": round(seconds, 1)}
+                           "seconds": round(seconds, 1), "kept": kept}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     print("\n| case | style | " + " | ".join(args.methods.split(",")) + " |")

@@ -96,13 +96,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--float16", action="store_true", help="store the features in float16")
     parser.add_argument("--steps", type=int, default=Stage1Config.steps)
+    parser.add_argument("--noise", type=float, default=Stage1Config.noise,
+                        help="the MLP's feature noise while training")
+    parser.add_argument("--mixup", type=float, default=Stage1Config.mixup)
     parser.add_argument("--methods", default="forest,mlp,average,stage1",
-                        help="forest, mlp, average (of the two; list it after both), stage1")
+                        help="forest, mlp, average (of the two; list it after both), mix:W "
+                             "(W times the forest's plus 1 - W times the MLP's), geometric, "
+                             "stage1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.cases.split(",") if args.cases else case_names(held_out=args.held_out)
     dtype = torch.float16 if args.float16 else torch.float32
-    config = Stage1Config(steps=args.steps)
+    config = Stage1Config(steps=args.steps, noise=args.noise, mixup=args.mixup)
     table: dict[tuple, list[float]] = {}
     for name in names:
         try:
@@ -126,8 +131,13 @@ def main() -> None:
                         probs[method], fit_s, predict_s = mlp(features, strokes, k, seed, config)
                     elif method == "stage1":
                         probs[method], fit_s, predict_s = stage1(case, strokes, k, seed, config)
-                    else:  # "average": of the forest's and the MLP's probabilities
-                        probs[method] = (probs["forest"] + probs["mlp"]) / 2
+                    elif method == "geometric":  # normalized product of the two
+                        mixed = np.sqrt(np.clip(probs["forest"], 1e-4, 1) * probs["mlp"])
+                        probs[method] = mixed / mixed.sum(0, keepdims=True)
+                        fit_s = predict_s = 0.0
+                    else:  # "average" (equal weights), "mix:W" (W of the forest's)
+                        w = float(method.split(":")[1]) if method.startswith("mix:") else 0.5
+                        probs[method] = w * probs["forest"] + (1 - w) * probs["mlp"]
                         fit_s = predict_s = 0.0
                     labels = (probs[method].argmax(0) + 1).astype(np.uint8)
                     dice = dice_per_class(labels, case.truth, list(range(1, k + 1)))

@@ -92,7 +92,7 @@ def _train_config(args, model):
         precision=args.precision, network=args.network,
         boundary_weight=args.boundary_weight, boundary_sigma=args.boundary_sigma,
         class_names=_names(args.class_names), batch_size=args.batch_size,
-        learning_rate=args.learning_rate, two_stage=args.two_stage or None,
+        learning_rate=args.learning_rate, two_stage=args.two_stage,
         patch_size=tuple(int(v) for v in _floats(args.patch_size, 3, "--patch-size"))
         if args.patch_size else None)
     if model is not None:

@@ -73,10 +73,15 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                    help="auto: a 2D U-Net applied slice by slice for stacks with fewer slices "
                         "than a 3D patch, else a 3D U-Net whose pooling follows the voxel size; "
                         "or 3d / 2d")
-    p.add_argument("--two-stage", action="store_true",
-                   help="multiclass: fit a per-voxel classifier on the strokes first and give "
-                        "the U-Net its probabilities as inputs and its confident voxels as "
-                        "pseudo-labels (opt-in)")
+    stages = p.add_mutually_exclusive_group()
+    stages.add_argument("--two-stage", dest="two_stage", action="store_true", default=None,
+                        help="fit a per-voxel classifier (stage 1) on the strokes first and give "
+                             "the U-Net its probabilities as inputs and its confident voxels as "
+                             "pseudo-labels; the U-Net is kept only where it beats stage 1 on "
+                             "held-out strokes (default for multiclass with loss ce or "
+                             "boundary_ce)")
+    stages.add_argument("--one-stage", dest="two_stage", action="store_false",
+                        help="the U-Net alone, trained on the strokes")
     p.add_argument("--patch-size", default=None,
                    help="Z,Y,X (default: 32,48,48 for isotropic voxels, flatter and wider for "
                         "anisotropic ones, 1,48,48 for 2D)")

@@ -25,7 +25,7 @@ from qtpy.QtCore import QTimer
 
 from ..core import TrainConfig, VoxSegError, class_weights
 from ..core.device import DEVICES
-from ..core.losses import LOSSES, losses_for, resolve_loss
+from ..core.losses import LOSSES, losses_for, resolve_loss, weighable_losses
 from ..core.targets import prepare_target
 from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR
@@ -45,7 +45,7 @@ class Form:
     FIELDS = ("image_choice", "channels", "task", "labels_choice", "multi_labels",
               "target_choice", "mask_choice", "new_labels_button", "classes", "loss",
               "focal_gamma", "boundary_choice", "weights", "weights_info", "iterations",
-              "learning_rate", "network", "device", "preview_every", "ground_truth")
+              "learning_rate", "network", "two_stage", "device", "preview_every", "ground_truth")
     OUTPUTS = ("want_probabilities", "want_uncertainty", "resample", "outputs")
 
     def __init__(self, viewer):
@@ -114,6 +114,13 @@ class Form:
                                 tooltip="auto: a 2D U-Net applied slice by slice when the "
                                         "stack has fewer slices than a 3D patch, else a 3D "
                                         "U-Net whose pooling follows the voxel size (scale)")
+        self.two_stage = CheckBox(text="Two stages", value=True,
+                                  tooltip="An instant per-voxel classifier (stage 1) fitted on "
+                                          "the strokes is the first overlay; the U-Net learns "
+                                          "from it and takes over only where it beats stage 1 "
+                                          "on strokes held out from training. Off: the U-Net "
+                                          "alone. Multi-class with ce (class weights or not) or "
+                                          "boundary_ce")
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.preview_every = SpinBox(label="Preview every (s)", value=5, min=0, max=600,
                                      tooltip="While training, predict the region in view this "
@@ -216,6 +223,7 @@ class Form:
         self.new_labels_button.text = "New mask" if task == "regression" else "New annotations"
         self.focal_gamma.visible = loss is not None and LOSSES[loss].gamma
         self.boundary_choice.visible = loss == "boundary_ce"
+        self.two_stage.visible = task == "multiclass" and loss in weighable_losses()
 
     def _watch_annotations(self, _value=None) -> None:
         """Show the class weights for the current strokes, and again whenever they change."""

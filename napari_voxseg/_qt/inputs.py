@@ -167,7 +167,8 @@ def train_config(form: Form, device, class_names=None) -> TrainConfig:
                        num_classes=(int(form.classes.value) or None)
                        if task == "multiclass" else None,
                        class_names=class_names, device=str(device), num_threads=threads,
-                       network=form.network.value)
+                       network=form.network.value,
+                       two_stage=None if form.two_stage.value else False)
 
 
 def _input_name(form: Form) -> str | None:

@@ -18,8 +18,7 @@ from napari.utils.notifications import (
     show_warning,
 )
 
-from ..core import PredictEvent, TrainEvent, VoxSegError
-from ..core.train import PreviewEvent
+from ..core import PredictEvent, PreviewEvent, TrainEvent, ValidationEvent, VoxSegError
 from .curve import LossCurve
 from .results import mean_dice
 
@@ -39,6 +38,10 @@ class RunReport:
         self.form = form
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(label="Status", value="Paint strokes, then press Train")
+        self.validation = Label(label="Held out", value="", visible=False,
+                                tooltip="Two stages: Dice of the U-Net and of stage 1 on "
+                                        "strokes held out from training; the U-Net's overlay "
+                                        "and weights take over only when it is better")
         self.curve = LossCurve()
         self.previews: list[dict] = []  # live previews shown during the last run
         self.last_train_event = None
@@ -51,6 +54,7 @@ class RunReport:
         self.progress.value = 0
         if training:
             self.previews = []
+            self.validation.value, self.validation.visible = "", False
             if not continued:
                 self.curve.clear()
 
@@ -85,6 +89,14 @@ class RunReport:
         elif isinstance(event, PreviewEvent):
             if not job.abandon.is_set() and job.target in self.viewer.layers:
                 self._preview(job.target, event)
+                if event.stage == 1 and event.step == 0:
+                    self.status.value = (f"stage 1 overlay in {duration(event.elapsed)}; the "
+                                         "U-Net refines it in the background")
+        elif isinstance(event, ValidationEvent):
+            self.validation.visible = True
+            self.validation.value = (f"U-Net {event.network[0]:.3f}, stage 1 "
+                                     f"{event.stage1[0]:.3f} (Dice, {event.held_out} voxels): "
+                                     f"showing {event.chosen}")
         elif isinstance(event, PredictEvent):
             self.progress.value = int(100 * event.done / event.total)
             self.status.value = f"predicting {event.done}/{event.total} tiles"
@@ -93,7 +105,7 @@ class RunReport:
         self.results.show_result(target, event.result, region=event.region)
         entry = {"time": time.perf_counter(), "step": event.step,
                  "annotated": event.annotated, "seconds": event.seconds,
-                 "region": event.region}
+                 "region": event.region, "stage": event.stage}
         dice = self.score(event.result, event.region)
         if dice is not None:
             entry["dice"] = dice

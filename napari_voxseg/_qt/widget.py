@@ -17,7 +17,10 @@ thread. The user's annotation layers are never written to.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
+import threading
 from pathlib import Path
 
 import napari
@@ -38,6 +41,16 @@ from .session import Job, Session, predict_blocks_job, predict_job, scratch_stor
 from .view import view_region
 
 __all__ = ["VoxSegWidget", "view_region"]
+
+
+def preload_stage1() -> None:
+    """Import scikit-learn's forest (about 1.5 s) in the background as the widget opens, so
+    that the first overlay after Train is not kept waiting by it."""
+    def load():
+        with contextlib.suppress(ImportError):
+            importlib.import_module("sklearn.ensemble")
+
+    threading.Thread(target=load, name="voxseg-preload", daemon=True).start()
 
 
 class VoxSegWidget(Container):
@@ -62,13 +75,15 @@ class VoxSegWidget(Container):
         self.progress, self.status, self.curve = (self.report.progress, self.report.status,
                                                   self.report.curve)
         self._build_controls()
+        self.validation = self.report.validation
         self.extend([*self.form.fields, self.buttons, self.progress, self.status,
-                     self.outputs, self.predict_button, self.save_button, self.load_button,
-                     self.model_info])
+                     self.validation, self.outputs, self.predict_button, self.save_button,
+                     self.load_button, self.model_info])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._connect()
         self.reset_choices()
         self.form.follow_task()
+        preload_stage1()
 
     def _build_controls(self) -> None:
         self.train_button = PushButton(text="Train", tooltip="Train a new network on the strokes")
@@ -246,9 +261,12 @@ class VoxSegWidget(Container):
         if result is not None:
             self._resume = result.resume
             self.model = result.model
+            kept = result.model.config["training"].get("validation", {}).get("kept")
             self.model_info.value = (f"trained {result.steps} steps, best loss "
                                      f"{result.best_loss:.4f}; "
-                                     f"{describe_network(result.model.config)}")
+                                     f"{describe_network(result.model.config)}"
+                                     + (f"; kept {kept} (better on held-out strokes)"
+                                        if kept else ""))
         task = task_of(self._model.config) if self._model is not None else None
         self.report.returned(self.session.job, result, prediction, task)
 

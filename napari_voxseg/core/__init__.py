@@ -26,6 +26,7 @@ _HOMES = {
     "dice_per_class": "metrics", "iou_per_class": "metrics",
     "build_model": "models",
     "TrainConfig": "train", "TrainEvent": "train", "TrainResult": "train",
+    "PreviewEvent": "events", "ValidationEvent": "events",
     "iter_train": "train", "run_to_end": "train", "train": "train",
 }
 

@@ -17,7 +17,7 @@ from .losses import check_focal_gamma, resolve_loss
 from .models import divisors, plan_pooling
 from .targets import check_weights_allowed
 from .tasks import check_task, task_of
-from .two_stage import check_two_stage
+from .two_stage import resolve_two_stage
 
 # Fine-tuning a trained model on new strokes starts from this fraction of the learning rate.
 FINE_TUNE_LR_FACTOR = 0.1
@@ -59,10 +59,12 @@ class TrainConfig:
     num_threads: int | None = None
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     class_names: Sequence[str] | None = None
-    # Opt-in, multiclass only: stage 1 (a per-voxel classifier on the filter bank) is fitted on
-    # the strokes; the U-Net gets its probabilities as input channels and its confident voxels
-    # as pseudo-labels weighted below the strokes (see two_stage.py).
-    two_stage: bool = False
+    # Two stages: stage 1 (a per-voxel classifier on the filter bank) is fitted on the
+    # strokes; the U-Net gets its probabilities as input channels and its confident voxels as
+    # pseudo-labels weighted below the strokes, and is kept only where it beats stage 1 on
+    # held-out strokes (see two_stage.py). None (auto): on for multiclass with a loss that
+    # weighs voxels (ce, class-weighted or not, and boundary_ce), off otherwise.
+    two_stage: bool | None = None
 
     def checked(self) -> TrainConfig:
         """A copy with values checked; :class:`VoxSegError` on the first bad one."""
@@ -73,7 +75,7 @@ class TrainConfig:
                               f"{', '.join(PRECISIONS)}")
         cfg.loss = resolve_loss(cfg.loss, cfg.task)
         check_weights_allowed(cfg.class_weights, cfg.task)
-        check_two_stage(cfg.two_stage, cfg.task, cfg.loss)
+        cfg.two_stage = resolve_two_stage(cfg.two_stage, cfg.task, cfg.loss)
         check_focal_gamma(cfg.focal_gamma)
         for key, low, high, example in (("boundary_weight", 0, 1000, 10),
                                         ("boundary_sigma", 0.01, 1000, 5)):
@@ -176,14 +178,14 @@ def _anisotropic_patch(voxel_size, strides, depth: int) -> tuple[int, int, int]:
 
 def adopt_model(config: TrainConfig, model) -> TrainConfig:
     """``config`` for training ``model`` further: the model's network (depth, widths) and
-    intensity normalization, its patch unless ``config`` gives one, and two stages when it has
-    them."""
+    intensity normalization, its patch unless ``config`` gives one, and its stages (two when
+    it has a stage 1, else one)."""
     arch = model.config["architecture"]
     norm = model.config.get("normalization", {})
     return dataclasses.replace(
         config, depth=arch["depth"], base_channels=arch["base_channels"],
         patch_size=config.patch_size or tuple(model.config["patch_size"]),
-        two_stage=config.two_stage or bool(model.config.get("stage1")),
+        two_stage=True if model.config.get("stage1") else bool(config.two_stage),
         percentiles=(norm.get("low", DEFAULT_PERCENTILES[0]),
                      norm.get("high", DEFAULT_PERCENTILES[1])))
 

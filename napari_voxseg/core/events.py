@@ -26,7 +26,9 @@ class TrainEvent:
 
 @dataclass
 class PreviewEvent:
-    """A prediction of part of the volume by the network as it is at ``step`` (live preview).
+    """A prediction of part of the volume by the network as it is at ``step`` (live preview),
+    or (``stage`` 1) by stage 1 of a two-stage run: its first overlay, and stage 1's again
+    after new strokes or where the U-Net does not beat it on the held-out strokes.
 
     ``region``: three slices (Z, Y, X) of the volume; ``result``: a PredictResult of the
     region's shape (labels, per-class labels or values by task)."""
@@ -38,6 +40,22 @@ class PreviewEvent:
     annotated: int
     elapsed: float
     seconds: float  # how long the preview took
+    stage: int = 2  # 1: stage 1's prediction; 2: the network's
+
+
+@dataclass
+class ValidationEvent:
+    """Two stages: the network and stage 1 judged on the held-out strokes at ``step``:
+    (mean Dice, mean probability of the painted class) each; ``chosen`` is what the model
+    would be if training ended now ("U-Net" from ``best_step``, or "stage 1")."""
+
+    step: int
+    total: int
+    network: tuple[float, float]
+    stage1: tuple[float, float]
+    chosen: str
+    best_step: int
+    held_out: int  # held-out stroke voxels
 
 
 @dataclass
@@ -53,6 +71,7 @@ class ResumeState:
     best_state: dict | None
     best_loss: float
     best_step: int
+    best_score: tuple | None
     previous_steps: int
     history: list
     old_history: list

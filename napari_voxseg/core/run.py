@@ -18,13 +18,14 @@ from .config import TrainConfig, adopt_model, plan_config
 from .data import check_image, normalize
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
-from .events import ResumeState
+from .events import PreviewEvent, ResumeState
+from .infer import PredictResult
 from .losses import build_loss
 from .models import architecture_from, build_model
 from .sampling import PatchSampler
 from .targets import Target, check_labels, class_weights, prepare_target
 from .tasks import task_of
-from .two_stage import RunStage, fit_run_stage, network_input, training_labels
+from .two_stage import RunStage, iter_fit_stage, network_input, training_labels
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Run:
     boundary: np.ndarray | None  # boundary_ce's voxel weights
     boundary_map: Callable | None  # strokes -> those weights, when they follow the strokes
     stage: RunStage | None = None  # two stages: stage 1, its probabilities and pseudo-labels
+    image: np.ndarray | None = None  # the checked (C, Z, Y, X) image (stage 1 refits on it)
     previous_steps: int = 0  # steps of earlier runs (fine-tuning, continuing)
     old_history: list = field(default_factory=list)
     first: int = 0  # the step this run starts at (a continued run: where it stopped)
@@ -57,6 +59,7 @@ class Run:
     best_state: dict | None = None
     best_loss: float = math.inf
     best_step: int = -1
+    best_score: tuple | None = None  # two stages: the kept network's score on held-out strokes
     bad_in_a_row: int = 0
     skipped: int = 0
     adjustments: list = field(default_factory=list)
@@ -65,6 +68,40 @@ class Run:
     @property
     def task(self) -> str:
         return self.cfg.task
+
+    @property
+    def validating(self) -> bool:
+        """Two stages with held-out strokes: the network is kept only where it beats stage 1."""
+        return self.stage is not None and self.stage.held_out is not None
+
+    def set_stage(self, stage: RunStage) -> None:
+        """A refitted stage 1: its probabilities become the network's input channels (in the
+        sampler's copy too) and its confident voxels the pseudo-labels."""
+        self.stage = stage
+        channels = self.normalized.shape[0] - stage.probabilities.shape[0]
+        self.normalized[channels:] = stage.probabilities
+        image = self.sampler.image
+        if image is not self.normalized:  # padded for a small volume
+            image[(slice(channels, None), *map(slice, stage.probabilities.shape[1:]))] = \
+                stage.probabilities
+
+
+def stage_previews(fitting, run_start: float, total: int, annotated: int):
+    """Run stage 1's fitting generator, yielding a :class:`PreviewEvent` (stage 1, the whole
+    volume) for each overlay it makes ready; returns its :class:`RunStage`."""
+    began = time.perf_counter()
+    while True:
+        try:
+            probs = next(fitting)
+        except StopIteration as done:
+            return done.value
+        now = time.perf_counter()
+        region = tuple(slice(0, n) for n in probs.shape[1:])
+        yield PreviewEvent(step=0, total=total, region=region,
+                           result=PredictResult(labels=(probs.argmax(axis=0) + 1).astype(
+                               np.uint8)), annotated=annotated, elapsed=now - run_start,
+                           seconds=now - began, stage=1)
+        began = now
 
 
 # ---- prepare the run -----------------------------------------------------------------------
@@ -141,8 +178,11 @@ def _class_names(cfg: TrainConfig, count: int) -> list[str]:
 
 
 def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_reference,
-             resume) -> Run:
-    """Check everything and build what the loop needs; :class:`VoxSegError` before any work."""
+                resume, overlay: bool = False):
+    """Check everything and build what the loop needs; :class:`VoxSegError` before any work.
+    A generator that returns the :class:`Run`: with two stages and ``overlay``, it yields
+    stage 1's first overlays (:class:`PreviewEvent`) while stage 1 fits."""
+    began = time.perf_counter()
     if resume is not None:
         if model is None:
             raise VoxSegError("to continue a run, pass the model it returned as well")
@@ -167,14 +207,17 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     boundary, boundary_map = _boundary(cfg, loss_fn, boundary_reference, target.data,
                                        voxel_size)
     training = (model.config.get("training", {}) if model is not None else {})
-    stage = fit_run_stage(image, target.data, target.num_outputs, voxel_size,
-                          seed=cfg.seed) if cfg.two_stage else None
+    stage = None
+    if cfg.two_stage:
+        stage = yield from stage_previews(
+            iter_fit_stage(image, target.data, target.num_outputs, voxel_size, seed=cfg.seed,
+                           overlay=overlay), began, cfg.iterations, target.annotated)
     prior = target.num_outputs if stage else 0
     model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,
                            prior)
     normalized = network_input(normalize(image, *cfg.percentiles), stage)
-    drawn, voxel_weights = training_labels(stage, target.data, boundary)
-    sampler = PatchSampler(normalized, drawn, cfg.patch_size, strata=target.strata,
+    drawn, voxel_weights, strata = training_labels(stage, target.data, boundary, target.strata)
+    sampler = PatchSampler(normalized, drawn, cfg.patch_size, strata=strata,
                            voxel_weights=voxel_weights, fill=target.fill, seed=cfg.seed,
                            intensity_channels=image.shape[0])
     device = resolve_device(cfg.device)
@@ -192,7 +235,7 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
         optimizer=torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                     weight_decay=cfg.weight_decay),
         sampler=sampler, voxel_size=voxel_size, boundary=boundary, boundary_map=boundary_map,
-        stage=stage,
+        stage=stage, image=image, start=began,
         previous_steps=int(training.get("steps_done", 0)),
         old_history=list(training.get("history", [])))
 
@@ -208,3 +251,4 @@ def restore_run(run: Run, resume: ResumeState) -> None:
         resume.skipped
     run.best_state, run.best_loss, run.best_step = resume.best_state, resume.best_loss, \
         resume.best_step
+    run.best_score = resume.best_score

@@ -102,10 +102,17 @@ class Stage1:
     def predict_features(self, features: torch.Tensor,
                          mlp: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Probabilities (K, Z, Y, X) of features (F, Z, Y, X), on their device."""
-        probs = predict_proba(mlp or self.mlp, features)
+        mlp = self.mlp if mlp is None else mlp
         flat = features.reshape(features.shape[0], -1).t()
-        probs += self.forest.predict_proba(flat).t().view(probs.shape)
-        return probs.mul_(0.5)
+        forest = self.forest.predict_proba(flat).t().reshape(-1, *features.shape[1:])
+        if not self.has_mlp:  # a quick stage 1 (fit_stage1(..., quick=True)): the forest alone
+            return forest.contiguous()
+        return predict_proba(mlp, features).add_(forest).mul_(0.5)
+
+    @property
+    def has_mlp(self) -> bool:
+        """False for a quick stage 1, the forest alone (the first overlay; never saved)."""
+        return "mean" in self.mlp
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The arrays: ``forest.*`` (see :meth:`.Forest.state_dict`) and ``mlp.*``."""
@@ -165,14 +172,15 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
                mlp: Stage1Config | None = None, forest: ForestConfig | None = None,
                device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
-               threads: int | None = 1) -> Stage1:
+               threads: int | None = 1, quick: bool = False) -> Stage1:
     """Fit stage 1 on the strokes (Z, Y, X; 0 = not annotated, 1..K = classes) of a ``(C, Z,
     Y, X)`` image (or ``(Z, Y, X)``): the features of the blocks that hold strokes are computed
     (with their halo), then the forest (in scikit-learn's threads, one per core) and the MLP
     fit at the same time on the stroke voxels. ``seed`` seeds both; ``mlp``/``forest``: their
     settings (their seeds replaced by ``seed``). ``threads``: torch's CPU threads for the
-    filters (see :func:`cpu_threads`; the MLP trains with ``mlp.threads``). Fitting needs
-    scikit-learn; predicting does not."""
+    filters (see :func:`cpu_threads`; the MLP trains with ``mlp.threads``). ``quick``: the
+    forest alone (about a second on the sample, the MLP takes a few: the first overlay while
+    the whole stage 1 fits; not for saving). Fitting needs scikit-learn; predicting does not."""
     image = _as_image(image)
     strokes = np.asarray(strokes)
     if strokes.shape != image.shape[1:] or not np.issubdtype(strokes.dtype, np.integer):
@@ -203,6 +211,10 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
             samples.append(_sample_voxels(feats, share, generator))
         x, y = torch.cat(xs), torch.cat(ys)
         _, k = check_classes(y, num_classes)
+        if quick:
+            trees = fit_forest(x, y, num_classes=k,
+                               config=replace(forest or ForestConfig(), seed=seed))
+            return Stage1(trees, {}, k, image.shape[0], scales, _voxel(voxel_size))
         with ThreadPoolExecutor(1) as pool:
             trees = pool.submit(fit_forest, x, y, num_classes=k,
                                 config=replace(forest or ForestConfig(), seed=seed))
@@ -210,10 +222,13 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                                 config=replace(mlp or Stage1Config(), seed=seed),
                                 generator=generator)
             trees = trees.result()
-    voxel = None if voxel_size is None else tuple(float(v) for v in voxel_size)
     params["scales"] = torch.tensor(scales, dtype=torch.float64)
     params["channels"] = torch.tensor([image.shape[0]])
-    return Stage1(trees, params, k, image.shape[0], scales, voxel)
+    return Stage1(trees, params, k, image.shape[0], scales, _voxel(voxel_size))
+
+
+def _voxel(voxel_size) -> tuple[float, float, float] | None:
+    return None if voxel_size is None else tuple(float(v) for v in voxel_size)
 
 
 def _as_image(image, channels: int | None = None):

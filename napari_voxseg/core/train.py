@@ -37,12 +37,14 @@ from .config import (  # noqa: F401  (re-exported: the training API in one place
 )
 from .errors import VoxSegError
 from .events import PreviewEvent, ResumeState, TrainEvent, TrainResult
-from .infer import iter_blend, run_to_end
+from .infer import PredictResult, iter_blend, run_to_end
+from .judge import judge, network_chosen, validation_every
 from .losses import LOSSES, short_name
 from .models import divisors
-from .run import Run, prepare_run, restore_run
+from .run import Run, prepare_run, restore_run, stage_previews
 from .targets import prepare_target
-from .two_stage import training_labels
+from .two_stage import final_stage, iter_fit_stage, training_labels
+from .validation import still_held
 
 # After this many non-finite losses in a row, training stops instead of skipping steps.
 MAX_BAD_STEPS = 10
@@ -123,41 +125,68 @@ def _step(run: Run, step: int) -> float:
 
 
 # ---- strokes painted meanwhile, previews, bookkeeping ------------------------------------
-def _refresh_strokes(run: Run, fresh) -> None:
-    """Train on newer strokes from now on (regression: a newer mask for the same target)."""
+def _refresh_strokes(run: Run, fresh, overlay: bool):
+    """Train on newer strokes from now on (regression: a newer mask for the same target).
+    Two stages: stage 1 is fitted again on them at once (a generator: its overlays are
+    yielded), and the network meets its new probabilities at its next step. Strokes that
+    cannot be trained on (all erased, one class left) leave the run on the ones it had."""
     if fresh is None:
         return
     task, shape = run.task, run.normalized.shape[1:]
-    if task == "regression":
-        run.target = prepare_target(task, run.labels, shape, mask=fresh,
+    try:
+        if task == "regression":
+            target = prepare_target(task, run.labels, shape, mask=fresh,
                                     scale=run.target.scale)
-    else:
-        run.target = prepare_target(task, fresh, shape, num_classes=run.target.num_outputs,
+        else:
+            target = prepare_target(task, fresh, shape, num_classes=run.target.num_outputs,
                                     names=run.cfg.class_names)
+        stage = None
+        if run.stage is not None:
+            stage = yield from stage_previews(iter_fit_stage(
+                run.image, target.data, target.num_outputs, run.voxel_size,
+                seed=run.cfg.seed, overlay=overlay,
+                held=still_held(run.stage.held_out, target.data)),
+                run.start, run.cfg.iterations, target.annotated)
+    except VoxSegError as error:
+        note = f"strokes painted during training were not used ({error})"
+        if note not in run.adjustments:
+            run.adjustments.append(note)
+        return
+    run.target = target
+    if stage is not None:
+        run.set_stage(stage)
+        run.best_score = run.best_state = None  # judged afresh against the new stage 1
     if run.boundary_map is not None:
         run.boundary = run.boundary_map(run.target.data)  # the strokes' boundaries moved
-    drawn, weights = training_labels(run.stage, run.target.data, run.boundary)
-    run.sampler.update_labels(drawn, strata=run.target.strata, voxel_weights=weights)
+    drawn, weights, strata = training_labels(run.stage, run.target.data, run.boundary,
+                                             run.target.strata)
+    run.sampler.update_labels(drawn, strata=strata, voxel_weights=weights)
 
 
 def _preview(run: Run, step: int, region, should_stop) -> PreviewEvent | None:
-    """Predict ``region`` with the network as it is now (None: skipped or stopped)."""
+    """Predict ``region`` with the network as it is now (None: skipped or stopped); while the
+    network has not beaten stage 1 on the held-out strokes, stage 1's overlay instead."""
     if region is None:
         return None
     shape = run.normalized.shape[1:]
     region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, shape))
     began = time.perf_counter()
-    result = run_to_end(iter_blend(
-        run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
-        patch_size=run.cfg.patch_size, target_scale=run.target.scale_record, region=region,
-        batch_size=run.cfg.batch_size, should_stop=should_stop, precision=run.cfg.precision))
-    run.model.train()
+    if run.validating and not network_chosen(run) and run.stage.overlay is not None:
+        probs = run.stage.overlay[(slice(None), *region)]
+        result, stage = PredictResult(labels=(probs.argmax(axis=0) + 1).astype(np.uint8)), 1
+    else:
+        result, stage = run_to_end(iter_blend(
+            run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
+            patch_size=run.cfg.patch_size, target_scale=run.target.scale_record,
+            region=region, batch_size=run.cfg.batch_size, should_stop=should_stop,
+            precision=run.cfg.precision)), 2
+        run.model.train()
     if result.cancelled:
         return None
     now = time.perf_counter()
     return PreviewEvent(step=step, total=run.cfg.iterations, region=region, result=result,
                         annotated=run.sampler.annotated, elapsed=now - run.start,
-                        seconds=now - began)
+                        seconds=now - began, stage=stage)
 
 
 def _bad_step(run: Run) -> str:
@@ -179,7 +208,7 @@ def _record(run: Run, step: int, value: float) -> TrainEvent:
     run.bad_in_a_row = 0
     run.history.append((run.previous_steps + step + 1, value))
     run.smoothed = value if run.smoothed is None else 0.9 * run.smoothed + 0.1 * value
-    if step >= cfg.iterations // 10 and run.smoothed < run.best_loss and (
+    if not run.validating and step >= cfg.iterations // 10 and run.smoothed < run.best_loss and (
             step % 5 == 0 or step == cfg.iterations - 1):
         run.best_loss, run.best_step = run.smoothed, step + 1
         run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -218,6 +247,13 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         "history": run.old_history + [list(h) for h in history[:: max(1, len(history) // 200)]],
         "device": str(run.device),
     }
+    if run.validating:
+        chosen = network_chosen(run)
+        training["validation"] = {
+            "held_out_voxels": int(np.count_nonzero(run.stage.held_out)),
+            "stage1": list(run.stage.score),
+            "network": None if run.best_score is None else list(run.best_score),
+            "kept": "network" if chosen else "stage 1"}
     return ModelCard(
         architecture=run.arch, task=cfg.task, loss=_loss_record(cfg),
         classes=[{"id": i + 1, "name": str(n)} for i, n in enumerate(run.names)],
@@ -227,7 +263,7 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         patch_size=list(cfg.patch_size),
         voxel_size=None if run.voxel_size is None else [float(v) for v in run.voxel_size],
         training=training, versions=_versions(),
-        stage1=None if run.stage is None else run.stage.model.metadata())
+        stage1=None if run.stage is None else run.stage.final.metadata())
 
 
 def _snapshot(run: Run, steps_done: int) -> ResumeState:
@@ -237,14 +273,25 @@ def _snapshot(run: Run, steps_done: int) -> ResumeState:
         model_state={k: v.detach().clone() for k, v in run.model.state_dict().items()},
         sampler_state=copy.deepcopy(run.sampler.rng.bit_generator.state),
         smoothed=run.smoothed, best_state=run.best_state, best_loss=run.best_loss,
-        best_step=run.best_step, previous_steps=run.previous_steps,
+        best_step=run.best_step, best_score=run.best_score, previous_steps=run.previous_steps,
         history=list(run.history), old_history=run.old_history, skipped=run.skipped)
 
 
 def _finish(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainResult:
-    """The best model with its card; a resume state when stopped by the user."""
+    """The best model with its card; a resume state when stopped by the user. Two stages:
+    stage 1 fitted on all the strokes, and the network's head zeroed (so that the model
+    predicts what stage 1 does) when it never beat stage 1 on the held-out strokes."""
     resume = _snapshot(run, steps_done) if stopped and not warning else None
-    if run.best_state is not None:
+    if run.stage is not None:
+        final_stage(run.stage, run.image, run.target.data, run.target.num_outputs,
+                    run.voxel_size, seed=run.cfg.seed)
+    if run.validating and not network_chosen(run):
+        with torch.no_grad():
+            run.model.head.weight.zero_()
+            run.model.head.bias.zero_()
+        run.best_step, run.best_loss = 0, run.smoothed if run.smoothed is not None else \
+            math.nan
+    elif run.best_state is not None:
         run.model.load_state_dict(run.best_state)
     else:
         run.best_loss = run.smoothed if run.smoothed is not None else math.nan
@@ -252,7 +299,7 @@ def _finish(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainResu
     run.model.eval()
     run.model.config = _card(run, steps_done).to_dict()
     if run.stage is not None:
-        run.model.stage1 = run.stage.model
+        run.model.stage1 = run.stage.final
     return TrainResult(model=run.model, history=run.history, stopped=stopped, steps=steps_done,
                        best_step=run.best_step, best_loss=run.best_loss,
                        elapsed=time.perf_counter() - run.start, skipped_steps=run.skipped,
@@ -310,12 +357,15 @@ def iter_train(
     ``resume``: the ``resume`` of a stopped run's TrainResult, with ``model`` its model:
     continue that run where it stopped (its config, schedule, optimizer and patch sequence).
     """
-    run = prepare_run(image, labels, config, model=model, voxel_size=voxel_size, mask=mask,
-                   boundary_reference=boundary_reference, resume=resume)
+    overlay = preview_region is not None
+    run = yield from prepare_run(image, labels, config, model=model, voxel_size=voxel_size,
+                                 mask=mask, boundary_reference=boundary_reference,
+                                 resume=resume, overlay=overlay)
     if resume is not None:
         restore_run(run, resume)
     run.start = last_preview = time.perf_counter()
     step, stopped, warning = run.first, False, ""
+    every = validation_every(run.cfg.iterations)
     with _threads(run.cfg.num_threads):
         for step in range(run.first, run.cfg.iterations):
             if should_stop is not None and should_stop():
@@ -325,7 +375,7 @@ def iter_train(
                 time.perf_counter() - last_preview >= preview_every
                 or (preview_now is not None and preview_now()))
             if get_labels is not None and (step % 10 == 0 or due):
-                _refresh_strokes(run, get_labels())
+                yield from _refresh_strokes(run, get_labels(), overlay)
             if due:
                 event = _preview(run, step, preview_region(), should_stop)
                 last_preview = time.perf_counter()
@@ -337,6 +387,8 @@ def iter_train(
             elif warning := _bad_step(run):
                 stopped = True
                 break
+            if run.validating and ((step + 1) % every == 0 or step + 1 == run.cfg.iterations):
+                yield judge(run, step + 1)
         else:
             step = run.cfg.iterations
     return _finish(run, step, stopped, warning)

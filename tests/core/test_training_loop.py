@@ -1,5 +1,7 @@
 """The core behind interactive training, without napari: live previews, strokes arriving
-while training runs, continuing a stopped run exactly, fine-tuning, region prediction."""
+while training runs, continuing a stopped run exactly, fine-tuning, region prediction. The
+network's own loop, one stage (two stages' overlays and held-out strokes: test_validation.py;
+continuing a two-stage run exactly: the last test here)."""
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from napari_voxseg.core.infer import TileGrid
 from napari_voxseg.core.train import PreviewEvent, TrainEvent, _lr_at
 
 FAST = dict(iterations=24, batch_size=1, patch_size=(8, 16, 16), base_channels=4, depth=2,
-            num_threads=1)
+            num_threads=1, two_stage=False)
 
 
 def run(gen):
@@ -32,9 +34,10 @@ def run(gen):
         (previews if isinstance(event, PreviewEvent) else events).append(event)
 
 
-def test_a_stopped_run_continues_exactly_where_it_stopped(small_volume):
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_a_stopped_run_continues_exactly_where_it_stopped(small_volume, two_stage):
     image, _, strokes = small_volume
-    config = TrainConfig(**FAST, seed=5)
+    config = TrainConfig(**{**FAST, "two_stage": two_stage}, seed=5)
     whole = train(image, strokes, config)
 
     steps = []
@@ -48,7 +51,7 @@ def test_a_stopped_run_continues_exactly_where_it_stopped(small_volume):
     assert part.model.config["training"]["steps_done"] == 9
 
     events, _, rest = run(iter_train(image, strokes, model=part.model, resume=part.resume))
-    assert [e.step for e in events] == list(range(10, 25))
+    assert [e.step for e in events if isinstance(e, TrainEvent)] == list(range(10, 25))
     assert rest.steps == 24 and not rest.stopped and rest.resume is None
     assert rest.model.config["training"]["steps_done"] == 24
     # Same patches, same optimizer state, same schedule: the same losses and weights.

@@ -1,6 +1,7 @@
-"""The two-stage engine, opt-in (TrainConfig.two_stage): stage 1's probabilities as the U-Net's
-extra inputs and its confident voxels as pseudo-labels; saved beside the U-Net, loaded without
-pickle, predicted in memory, by region and block-wise."""
+"""The two-stage engine, the default for multi-class (TrainConfig.two_stage): stage 1's
+probabilities as the U-Net's extra inputs and its confident voxels as pseudo-labels; strokes
+held out to judge the U-Net against stage 1; saved beside the U-Net, loaded without pickle,
+predicted in memory, by region and block-wise."""
 
 import json
 import pickle
@@ -10,7 +11,7 @@ import pytest
 import torch
 from helpers import TINY, drain, one_line_error
 
-from napari_voxseg.core import VoxSegError
+from napari_voxseg.core import TrainEvent, VoxSegError
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
 from napari_voxseg.core.checkpoint import load_model, save_model
 from napari_voxseg.core.infer import iter_predict, run_to_end
@@ -50,7 +51,8 @@ def test_pseudo_labels_never_overwrite_or_count_as_strokes(two_stage):
     events, result, given, before = two_stage
     np.testing.assert_array_equal(given, before)  # the strokes given are never modified
     painted = int(np.count_nonzero(before))
-    assert {e.annotated for e in events} == {painted}
+    held = result.model.config["training"]["validation"]["held_out_voxels"]
+    assert {e.annotated for e in events if isinstance(e, TrainEvent)} == {painted - held}
     counts = [int((before == c).sum()) for c in (1, 2)]
     assert result.model.config["training"]["stroke_counts"] == counts
 
@@ -58,14 +60,21 @@ def test_pseudo_labels_never_overwrite_or_count_as_strokes(two_stage):
     pseudo = np.array([[[2, 2, 1, 1, 0]]], np.uint8)
     stage = RunStage(model=None, probabilities=np.zeros((2, 1, 1, 5), np.float32),
                      pseudo=pseudo)
-    labels, weights = training_labels(stage, strokes, None)
+    labels, weights, _ = training_labels(stage, strokes, None)
     np.testing.assert_array_equal(labels, [[[2, 1, 2, 1, 0]]])
     np.testing.assert_allclose(weights, [[[PSEUDO_WEIGHT, 1, 1, PSEUDO_WEIGHT, 0]]])
     np.testing.assert_array_equal(strokes, [[[0, 1, 2, 0, 0]]])
     boundary = np.full(strokes.shape, 2.0, np.float32)  # boundary_ce's weights multiply
-    _, weights = training_labels(stage, strokes, boundary)
+    _, weights, _ = training_labels(stage, strokes, boundary)
     np.testing.assert_allclose(weights, [[[2 * PSEUDO_WEIGHT, 2, 2, 2 * PSEUDO_WEIGHT, 0]]])
-    assert training_labels(None, strokes, boundary) == (strokes, boundary)
+    assert training_labels(None, strokes, boundary, strokes) == (strokes, boundary, strokes)
+    # Held-out strokes are neither trained on nor sampled around; pseudo-labels fill in.
+    stage.held_out = np.array([[[0, 0, 2, 0, 0]]], np.uint8)
+    labels, weights, strata = training_labels(stage, strokes, None, strokes)
+    np.testing.assert_array_equal(labels, [[[2, 1, 1, 1, 0]]])
+    np.testing.assert_allclose(weights, [[[PSEUDO_WEIGHT, 1, PSEUDO_WEIGHT, PSEUDO_WEIGHT, 0]]])
+    np.testing.assert_array_equal(strata, [[[0, 1, 0, 0, 0]]])
+    np.testing.assert_array_equal(strokes, [[[0, 1, 2, 0, 0]]])
 
 
 def test_saved_two_stage_model_round_trips_without_pickle(small_volume, two_stage, tmp_path,
@@ -109,7 +118,7 @@ def test_two_stage_blocks_equal_the_whole(small_volume, two_stage, tmp_path):
 
 def test_one_stage_models_are_unchanged(small_volume, tmp_path):
     image, _, strokes = small_volume
-    model = train(image, strokes, TrainConfig(**TINY)).model
+    model = train(image, strokes, TrainConfig(**TINY, two_stage=False)).model
     assert not hasattr(model, "stage1") and "stage1" not in model.config
     assert "two_stage" not in model.config["training"]
     assert model.config["architecture"]["in_channels"] == 1
@@ -127,7 +136,7 @@ def test_one_stage_models_are_unchanged(small_volume, tmp_path):
     (dict(task="multilabel"), ("multiclass task only", "two_stage off")),
     (dict(task="regression"), ("multiclass task only",)),
     (dict(loss="dice"), ("'dice'", "ce or boundary_ce")),
-    (dict(two_stage="yes"), ("True or False",)),
+    (dict(two_stage="yes"), ("True, False or None",)),
 ])
 def test_bad_combinations_are_refused_with_one_line(given, words):
     one_line_error(lambda: TrainConfig(**{**TWO, **given}).checked(), *words)

@@ -1,5 +1,7 @@
 """Interactive training in a real viewer: live previews, strokes joining a running training,
-the loss curve, Stop / Continue / Fine-tune, and layers or the viewer going away mid-run."""
+the loss curve, Stop / Continue / Fine-tune, and layers or the viewer going away mid-run. The
+U-Net's own live loop runs with one stage here; the two stages' first overlay, held-out score
+and refits on new strokes are the last test."""
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ def live(sample_widget):
     viewer, widget = sample_widget
     widget.preview_every.value = 1
     widget.iterations.value = 100_000
+    widget.two_stage.value = False
     viewer.dims.set_point(0, 10 * 0.5)  # slice 10, which has no strokes
     return viewer, widget
 
@@ -253,3 +256,40 @@ def test_previews_for_the_other_tasks(make_napari_viewer, qtbot, task):
             assert layer.data.dtype == np.float32 and np.isfinite(layer.data).all()
     widget.stop()
     wait_done(qtbot, widget)
+
+
+def test_two_stages_show_stage_1_first_then_judge_and_refit(sample_widget, qtbot):
+    viewer, widget = sample_widget
+    strokes = viewer.layers[f"{SAMPLE} strokes"]
+    before = strokes.data.copy()
+    assert widget.two_stage.value and not widget.two_stage.native.isHidden()  # the default
+    widget.ground_truth.value = viewer.layers[f"{SAMPLE} ground truth"]
+    widget.iterations.value = 100_000
+    widget.preview_every.value = 1
+    widget.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(widget.previews) >= 1, timeout=60_000)
+    first = widget.previews[0]
+    assert first["stage"] == 1 and first["step"] == 0  # before any step of the U-Net
+    assert first["region"] == (slice(0, 48), slice(0, 96), slice(0, 96))  # the whole volume
+    prediction = viewer.layers[f"{SAMPLE} prediction"]
+    assert prediction.data.all() and first["dice"] > 0.8
+    assert widget.status.value.startswith("stage 1 overlay")
+
+    # The held-out score shows once the U-Net has been judged against stage 1.
+    qtbot.waitUntil(lambda: not widget.validation.native.isHidden(), timeout=120_000)
+    assert "stage 1" in widget.validation.value and "U-Net" in widget.validation.value
+
+    # New strokes refit stage 1 at once: a new whole-volume overlay counting them.
+    shown = len(widget.previews)
+    painted = np.zeros(strokes.data.shape, bool)
+    painted[10, 30:60, 5] = True
+    strokes.data_setitem(np.nonzero(painted), 1)
+    total = int(np.count_nonzero(strokes.data))
+    qtbot.waitUntil(lambda: any(p["stage"] == 1 and p["annotated"] == total
+                                for p in widget.previews[shown:]), timeout=120_000)
+    widget.stop_button.clicked.emit()
+    wait_done(qtbot, widget)
+    kept = widget.model.config["training"]["validation"]["kept"]
+    assert f"kept {kept}" in widget.model_info.value
+    assert widget.model.stage1 is not None
+    np.testing.assert_array_equal(strokes.data[~painted], before[~painted])

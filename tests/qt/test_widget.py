@@ -151,13 +151,17 @@ def test_the_form_offers_what_fits_the_task(setup):
     viewer, widget = setup
     assert [c for c in widget.loss.choices] == ["ce", "dice", "dice_ce", "focal", "boundary_ce"]
     assert widget.multi_labels.native.isHidden() and not widget.labels_choice.native.isHidden()
+    assert not widget.two_stage.native.isHidden()  # two stages: ce and boundary_ce
     widget.loss.value = "focal"
     assert not widget.focal_gamma.native.isHidden() and widget.boundary_choice.native.isHidden()
+    assert widget.two_stage.native.isHidden()  # focal weighs no voxel: one stage
     widget.loss.value = "boundary_ce"
     assert widget.focal_gamma.native.isHidden() and not widget.boundary_choice.native.isHidden()
+    assert not widget.two_stage.native.isHidden()
     widget.task.value = "multilabel"
     assert list(widget.loss.choices) == ["bce", "dice_bce", "dice", "focal"]
     assert widget.labels_choice.native.isHidden() and not widget.multi_labels.native.isHidden()
+    assert widget.two_stage.native.isHidden()
     widget.task.value = "regression"
     assert list(widget.loss.choices) == ["mse", "l1"]
     assert widget.weights.native.isHidden() and not widget.target_choice.native.isHidden()

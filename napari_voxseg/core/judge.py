@@ -1,0 +1,51 @@
+"""Judging the network against stage 1 in a two-stage training run with held-out strokes
+(:mod:`.validation`): :func:`judge` scores the network every :func:`validation_every` steps
+and keeps its weights when it is the best so far and beats stage 1; :func:`network_chosen`
+says whether it has."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .events import ValidationEvent
+from .infer import iter_blend, run_to_end
+from .models import divisors
+from .validation import boxes, score
+
+
+def validation_every(iterations: int) -> int:
+    return min(50, max(10, iterations // 10))
+
+
+def judge(run, steps_done: int) -> ValidationEvent:
+    """Judge the network against stage 1 on the held-out strokes; keep its weights when it is
+    the best so far and beats stage 1."""
+    held = run.stage.held_out
+    labels, truth, probs = [], [], []
+    for box in boxes(held):
+        result = run_to_end(iter_blend(
+            run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
+            patch_size=run.cfg.patch_size, region=box, batch_size=run.cfg.batch_size,
+            probabilities=True, precision=run.cfg.precision))
+        where = held[box] > 0
+        labels.append(result.labels[where])
+        truth.append(held[box][where])
+        probs.append(result.probabilities[:, where])
+    run.model.train()
+    network = score(np.concatenate(labels), np.concatenate(truth), np.concatenate(probs, 1))
+    if network[0] > run.stage.score[0] and (run.best_score is None or network > run.best_score):
+        run.best_score, run.best_step = network, steps_done
+        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    chosen = network_chosen(run)
+    return ValidationEvent(step=steps_done, total=run.cfg.iterations, network=network,
+                           stage1=run.stage.score, chosen="U-Net" if chosen else "stage 1",
+                           best_step=run.best_step if chosen else 0,
+                           held_out=int(np.count_nonzero(held)))
+
+
+def network_chosen(run) -> bool:
+    """Two stages with held-out strokes: whether the network has beaten stage 1 on them: a
+    higher Dice (the painted class's mean probability only ranks the network's own steps; a
+    network sharpened by training is more confident, not more right, and a tie keeps stage 1,
+    which was the more accurate of the two on the scribble benchmark's ties)."""
+    return run.best_score is not None and run.best_score[0] > run.stage.score[0]
