@@ -101,7 +101,15 @@ def _train_config(args, model):
 
 
 def cmd_train(args) -> int:
-    from .core import iter_train, load_model, read_volume, run_to_end, save_model
+    from .core import (
+        TrainEvent,
+        ValidationEvent,
+        iter_train,
+        load_model,
+        read_volume,
+        run_to_end,
+        save_model,
+    )
     from .core.checkpoint import check_model_folder
     from .core.errors import VoxSegError
     from .core.tasks import task_info
@@ -125,13 +133,25 @@ def cmd_train(args) -> int:
     reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    bar = Progress("train")
+    bar, judged = Progress("train"), {}
+
+    def show(event):
+        if isinstance(event, ValidationEvent):  # two stages: the U-Net against stage 1
+            judged["text"] = (f"held out: U-Net {event.network[0]:.3f}, stage 1 "
+                              f"{event.stage1[0]:.3f}")
+        elif isinstance(event, TrainEvent):
+            bar.update(event.step, event.total, "  ".join(
+                [f"loss {event.smoothed_loss:.4f}", *judged.values()]))
+
     result = run_to_end(iter_train(image, labels, config, voxel_size=voxel, mask=mask,
-                                   boundary_reference=reference, model=model),
-                        lambda e: bar.update(e.step, e.total, f"loss {e.smoothed_loss:.4f}"))
+                                   boundary_reference=reference, model=model), show)
     bar.close()
     for note in result.adjustments:
         print(f"note: {note}", file=sys.stderr)
+    judgement = result.model.config["training"].get("validation")
+    if judgement:
+        print(f"kept {judgement['kept']}: the U-Net is kept only when it beats stage 1 on the "
+              f"{judgement['held_out_voxels']} held-out stroke voxels", file=sys.stderr)
     from .core.models import describe_network
 
     print(f"network: {describe_network(result.model.config)}; patch "
@@ -140,8 +160,10 @@ def cmd_train(args) -> int:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)
     save_model(result.model, out, overwrite=args.overwrite)
-    print(f"saved model to {out} ({result.steps} steps, best smoothed loss "
-          f"{result.best_loss:.4f} at step {result.best_step}, {result.elapsed:.0f} s)")
+    kept = (judgement or {}).get("kept")
+    best = ("stage 1 kept" if kept == "stage 1" else
+            f"best smoothed loss {result.best_loss:.4f} at step {result.best_step}")
+    print(f"saved model to {out} ({result.steps} steps, {best}, {result.elapsed:.0f} s)")
     return 0
 
 

@@ -35,6 +35,7 @@ def judge(run, steps_done: int) -> ValidationEvent:
     network = score(np.concatenate(labels), np.concatenate(truth), np.concatenate(probs, 1))
     if network[0] > run.stage.score[0] and (run.best_score is None or network > run.best_score):
         run.best_score, run.best_step = network, steps_done
+        run.best_loss = run.smoothed if run.smoothed is not None else run.best_loss
         run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     chosen = network_chosen(run)
     return ValidationEvent(step=steps_done, total=run.cfg.iterations, network=network,

@@ -249,8 +249,10 @@ def describe_network(config: Mapping) -> str:
         text = "2D U-Net, slice by slice"
     else:
         text = "3D U-Net" + (" (anisotropic pooling)" if arch.get("strides") else "")
-    channels = arch.get("in_channels", 1)
+    channels = arch.get("in_channels", 1) - arch.get("prior_channels", 0)
     text += f", {channels} channel{'s' if channels != 1 else ''}"
+    if arch.get("prior_channels"):
+        text = "stage 1 + " + text
     voxel = config.get("voxel_size")
     if voxel:
         text += ", voxel " + "x".join(f"{float(v):g}" for v in voxel)

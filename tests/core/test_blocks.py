@@ -45,6 +45,9 @@ def test_zarr_blocks_equal_the_whole_prediction(model_and_image, whole, tmp_path
     assert set(written) == {"labels", "probabilities", "uncertainty"}
     labels = open_zarr(tmp_path / "labels.zarr")
     assert labels.chunks == BLOCK and labels.attrs["voxel_size"] == [2, 1, 1]
+    # Stage 1's filters follow the image's voxel size: the whole at the same voxel size.
+    whole = run_to_end(iter_predict(model, image, probabilities=True, uncertainty=True,
+                                    voxel_size=(2, 1, 1)))
     np.testing.assert_array_equal(labels[:], whole.labels)
     np.testing.assert_allclose(open_zarr(tmp_path / "p.zarr")[:], whole.probabilities,
                                atol=1e-6)
@@ -203,6 +206,7 @@ def test_out_of_memory_halves_the_batch(model_and_image, whole):
         def __init__(self, inner):
             super().__init__()
             self.inner, self.config, self.batches = inner, inner.config, []
+            self.stage1 = inner.stage1  # two stages: the input gains stage 1's probabilities
 
         def forward(self, x):
             if x.shape[0] > 2:

@@ -10,6 +10,8 @@ from helpers import TINY as BASE
 
 from napari_voxseg.core import (
     TrainConfig,
+    TrainEvent,
+    ValidationEvent,
     VoxSegError,
     check_image,
     check_labels,
@@ -189,6 +191,9 @@ def test_training_yields_events_learns_and_stops(small_volume):
         except StopIteration as stop:
             result = stop.value
             break
+    judged = [e for e in events if isinstance(e, ValidationEvent)]  # two stages, by default
+    assert judged and judged[-1].step == 40
+    events = [e for e in events if isinstance(e, TrainEvent)]
     assert [e.step for e in events] == list(range(1, 41))
     assert all(e.total == 40 and math.isfinite(e.loss) for e in events)
     assert np.mean([e.loss for e in events[-5:]]) < np.mean([e.loss for e in events[:5]])
@@ -216,8 +221,8 @@ def test_save_load_round_trip_gives_the_same_prediction(tmp_path, small_volume):
     result = train(image, strokes, TrainConfig(**TINY), voxel_size=(2.0, 1.0, 1.0))
     first = predict(result.model, image)
     save_model(result.model, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json",
-                                                                   "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json", "model.safetensors", "stage1.safetensors"]  # two stages, by default
     loaded = load_model(tmp_path / "m")
     np.testing.assert_array_equal(predict(loaded, image), first)
     assert loaded.config["voxel_size"] == [2.0, 1.0, 1.0]
