@@ -12,7 +12,8 @@ labeled fraction and the seconds, then a Markdown table of mean Dice:
 
 - ``forest``: scikit-learn's random forest, 100 trees, on voxseg's filter bank (what ilastik
   does; the reference our users already have),
-- ``stage1``: voxseg's first stage alone (forest + per-voxel MLP),
+- ``stage1``: voxseg's first stage alone (forest + per-voxel MLP, the forest's share chosen
+  on held-out strokes, then fitted on all of them, as a two-stage run saves it),
 - ``unet``: the U-Net trained on the strokes alone (``--one-stage``),
 - ``two_stage``: voxseg's default engine: the U-Net given stage 1's probabilities and
   confident voxels, kept only where it beats stage 1 on held-out strokes (the row's ``kept``
@@ -45,7 +46,7 @@ from stage1_classifiers import forest  # noqa: E402
 from napari_voxseg.core import TrainConfig, predict, train  # noqa: E402
 from napari_voxseg.core.features import feature_bank  # noqa: E402
 from napari_voxseg.core.metrics import dice_per_class  # noqa: E402
-from napari_voxseg.core.stage1 import fit_stage1  # noqa: E402
+from napari_voxseg.core.two_stage import fit_validated_stage1  # noqa: E402
 
 STYLES = {"skeleton": skeleton_strokes, "lines": line_strokes}
 METHODS = ("forest", "stage1", "unet", "two_stage")
@@ -64,8 +65,8 @@ def run_method(method: str, case, strokes: np.ndarray, k: int, seed: int,
     if method == "forest":
         features = feature_bank(case.image, case.voxel_size)
         labels = _labels(forest(features, strokes, k, torch.get_num_threads(), seed)[0])
-    elif method == "stage1":
-        model = fit_stage1(case.image, strokes, case.voxel_size, seed=seed, num_classes=k)
+    elif method == "stage1":  # as a two-stage run saves it: forest share chosen, all strokes
+        model = fit_validated_stage1(case.image, strokes, k, case.voxel_size, seed=seed)
         labels = _labels(model.predict_proba(case.image))
     else:
         config = TrainConfig(iterations=iterations, seed=seed, num_classes=k,

@@ -5,9 +5,11 @@
 Opens the sample in a shown viewer with the VoxSeg widget, presses Train, and for --seconds
 (60) measures how late a 10 ms QTimer fires on the main thread (p50, p95, p99, max), while a
 simulated user moves one slice every --browse seconds. Also: the time from Train to the first
-live-preview overlay, and the interval between refreshes. The same timer is first measured
-for 10 s with nothing running, for comparison.
-Targets on a 2-core CPU machine: p99 <= 50 ms; first overlay <= 15 s; refresh <= 10 s.
+overlay (with two stages, the default: stage 1's, whole volume) and to the U-Net's first
+preview, and the interval between refreshes. The same timer is first measured for 10 s with
+nothing running, for comparison. ``--one-stage``: the U-Net alone.
+Targets on a 2-core CPU machine: p99 <= 50 ms; first overlay <= 2 s (two stages; 15 s for the
+U-Net alone); refresh <= 10 s.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> int:
     parser.add_argument("--browse", type=float, default=1.0,
                         help="move one slice every this many seconds (0 = never)")
     parser.add_argument("--preview-every", type=int, default=5)
+    parser.add_argument("--one-stage", action="store_true", help="the U-Net alone")
     args = parser.parse_args()
 
     import napari
@@ -72,6 +75,7 @@ def main() -> int:
     widget.iterations.value = 1_000_000
     widget.preview_every.value = args.preview_every
     widget.ground_truth.value = viewer.layers["voxseg sample ground truth"]
+    widget.two_stage.value = not args.one_stage
     app = QApplication.instance()
     idle = lateness_during(app, 10.0)
 
@@ -101,16 +105,22 @@ def main() -> int:
         "steps": event.step if event else 0,
         "steps_per_second": round(event.step / event.elapsed, 2) if event else 0,
         "first_overlay_s": round(previews[0], 2) if previews else None,
+        "first_overlay_stage": widget.previews[0]["stage"] if previews else None,
+        "first_network_preview_s": next((round(t, 2) for t, p in zip(previews, widget.previews)
+                                         if p["stage"] == 2), None),
+        "held_out": widget.validation.value,
         "previews": len(previews),
         "refresh_interval_s": {"median": round(float(np.median(intervals)), 2),
                                "max": round(float(np.max(intervals)), 2)},
         "preview_compute_s_median": round(float(np.median(
             [p["seconds"] for p in widget.previews])), 2) if previews else None,
         "dice_last_preview": widget.previews[-1].get("dice") if previews else None,
-        "targets": {"p99_ms": 50, "first_overlay_s": 15, "refresh_s": 10},
+        "targets": {"p99_ms": 50, "first_overlay_s": 15 if args.one_stage else 2,
+                    "refresh_s": 10},
     }
     report["meets_targets"] = bool(
-        report["training"]["p99_ms"] <= 50 and previews and previews[0] <= 15
+        report["training"]["p99_ms"] <= 50 and previews
+        and previews[0] <= report["targets"]["first_overlay_s"]
         and report["refresh_interval_s"]["max"] <= 10)
     print(json.dumps(report, indent=2))
     viewer.close()

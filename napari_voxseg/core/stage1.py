@@ -47,6 +47,10 @@ FORMAT = "voxseg-stage1"
 VERSION = 1
 _BLOCK = (64, 128, 128)
 _SAMPLE = 1 << 16  # voxels for the MLP's feature standardization, as mlp.fit takes
+# The forest's share when no strokes can be held out to choose it: 0.7 keeps the forest's
+# accuracy on intensity-defined classes (real MRI) and most of the MLP's gain on shapes
+# (benchmarks/stage1_classifiers.py, methods mix:W).
+DEFAULT_FOREST_WEIGHT = 0.7
 
 
 @dataclass(eq=False)
@@ -62,6 +66,9 @@ class Stage1:
     channels: int
     scales: tuple[float, ...]
     voxel_size: tuple[float, float, float] | None
+    # The forest's share of the probabilities (the MLP's is the rest); in training, chosen on
+    # held-out strokes (two_stage.choose_forest_weight).
+    forest_weight: float = DEFAULT_FOREST_WEIGHT
 
     @staticmethod
     def bounds_of(image) -> np.ndarray:
@@ -107,7 +114,8 @@ class Stage1:
         forest = self.forest.predict_proba(flat).t().reshape(-1, *features.shape[1:])
         if not self.has_mlp:  # a quick stage 1 (fit_stage1(..., quick=True)): the forest alone
             return forest.contiguous()
-        return predict_proba(mlp, features).add_(forest).mul_(0.5)
+        w = self.forest_weight
+        return predict_proba(mlp, features).mul_(1 - w).add_(forest.mul_(w))
 
     @property
     def has_mlp(self) -> bool:
@@ -131,7 +139,8 @@ class Stage1:
                            "max_nodes": int(self.forest.feature.shape[1]),
                            "depth": self.forest.depth},
                 "mlp": {"layers": len(_layers(self.mlp))},
-                "combine": "mean of the forest's and the MLP's probabilities"}
+                "forest_weight": self.forest_weight,
+                "combine": "forest_weight x the forest's probabilities + the rest x the MLP's"}
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], metadata: dict) -> Stage1:
@@ -144,6 +153,9 @@ class Stage1:
             scales = tuple(float(s) for s in meta["scales"])
             voxel = meta["voxel_size"]
             voxel = None if voxel is None else tuple(float(v) for v in voxel)
+            weight = float(meta.get("forest_weight", 0.5))  # before it was stored: the mean
+            if not 0 <= weight <= 1:
+                raise ValueError(f"forest_weight {weight}")
         except (ValueError, TypeError, KeyError) as error:
             raise VoxSegError(f"the stage-1 settings are not a voxseg stage 1 of version "
                               f"{VERSION} or older ({error}); save it again") from None
@@ -165,7 +177,7 @@ class Stage1:
                               f"{n} features); the model file is damaged, save it again")
         mlp["scales"] = torch.tensor(scales, dtype=torch.float64)
         mlp["channels"] = torch.tensor([channels])
-        return cls(forest, mlp, k, channels, scales, voxel)
+        return cls(forest, mlp, k, channels, scales, voxel, weight)
 
 
 def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, seed: int = 0,
@@ -225,6 +237,30 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
     params["scales"] = torch.tensor(scales, dtype=torch.float64)
     params["channels"] = torch.tensor([image.shape[0]])
     return Stage1(trees, params, k, image.shape[0], scales, _voxel(voxel_size))
+
+
+def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, seed: int = 0,
+                  num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
+                  budget: int = 256 << 20) -> np.ndarray:
+    """The first overlay: the probabilities (K, Z, Y, X) of the forest alone (a quick stage 1)
+    fitted on the strokes. When the whole volume's features fit in ``budget`` bytes they are
+    computed once, for fitting and predicting (about a second on the 48x96x96 sample, the
+    first overlay's budget); else block by block, twice."""
+    image = _as_image(image)
+    scales = tuple(float(s) for s in scales)
+    count = len(feature_names(image.shape[0], scales))
+    if count * 4 * int(np.prod(image.shape[1:])) > budget:
+        quick = fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
+                           scales=scales, quick=True)
+        return quick.predict_proba(image)
+    strokes = np.asarray(strokes)
+    features = feature_block(image, (0, 0, 0), image.shape[1:], voxel_size=voxel_size,
+                             scales=scales, bounds=default_bounds(image))
+    x, y = _stroke_voxels(features, strokes)
+    _, k = check_classes(y, num_classes)
+    trees = fit_forest(x, y, num_classes=k, config=ForestConfig(seed=seed))
+    flat = features.reshape(count, -1).t()
+    return trees.predict_proba(flat).t().reshape(k, *image.shape[1:]).numpy()
 
 
 def _voxel(voxel_size) -> tuple[float, float, float] | None:

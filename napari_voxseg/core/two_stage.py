@@ -76,7 +76,7 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
     the held-out strokes to keep (or None). With ``overlay`` it yields stage 1's probabilities
     (K, Z, Y, X) as they become ready, to be shown: first the forest's alone (about a second)
     on all the strokes, then, when nothing is held out, the whole stage 1's."""
-    from .stage1 import fit_stage1
+    from .stage1 import fit_stage1, quick_overlay
     from .validation import score, split_strokes
 
     if isinstance(held, str):
@@ -86,11 +86,11 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
             strokes.dtype, copy=False)
     shown = None
     if overlay:
-        quick = fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
-                           quick=True)
-        shown = quick.predict_proba(image)
+        shown = quick_overlay(image, strokes, voxel_size, seed=seed, num_classes=num_classes)
         yield shown
     model = fit_stage1(image, train, voxel_size, seed=seed, num_classes=num_classes)
+    if held is not None:
+        model.forest_weight = choose_forest_weight(model, image, held)
     probs = model.predict_proba(image)
     stage = RunStage(model, probs, pseudo_labels(probs), held_out=held, overlay=shown)
     if held is None:
@@ -112,7 +112,51 @@ def final_stage(stage: RunStage, image, strokes, num_classes: int, voxel_size, *
     if stage.final is None:
         stage.final = fit_stage1(image, strokes, voxel_size, seed=seed,
                                  num_classes=num_classes)
+        stage.final.forest_weight = stage.model.forest_weight
     return stage.final
+
+
+# How much of stage 1's probabilities are the forest's, tried on the held-out strokes in this
+# order: a tie keeps the earlier one (benchmarks/stage1_classifiers.py, methods mix:W).
+FOREST_WEIGHTS = (0.7, 0.5, 1.0, 0.3, 0.0)
+
+
+def choose_forest_weight(model, image, held: np.ndarray) -> float:
+    """The forest's share of stage 1 (``model``, fitted without the ``held`` strokes) that
+    classifies most of the held-out strokes right (mean Dice over their classes): the forest
+    where classes are told apart by intensity, the MLP where shape and size matter."""
+    from .validation import boxes, score
+
+    forest, mlp, truth = [], [], []
+    for box in boxes(held):
+        where = held[box] > 0
+        for weight, parts in ((1.0, forest), (0.0, mlp)):
+            model.forest_weight = weight
+            parts.append(model.predict_proba(image, region=box)[:, where])
+        truth.append(held[box][where])
+    forest, mlp, truth = (np.concatenate(a, axis=-1) for a in (forest, mlp, truth))
+
+    def rank(weight):
+        labels = (weight * forest + (1 - weight) * mlp).argmax(axis=0) + 1
+        return score(labels, truth)[0], -FOREST_WEIGHTS.index(weight)
+
+    return max(FOREST_WEIGHTS, key=rank)
+
+
+def fit_validated_stage1(image, strokes: np.ndarray, num_classes: int | None, voxel_size, *,
+                         seed: int = 0):
+    """Stage 1 as a two-stage run saves it: its forest's share chosen on held-out strokes
+    (when a class has enough separate strokes), then fitted on all the strokes."""
+    from .stage1 import _as_image
+
+    fitting = iter_fit_stage(_as_image(image), strokes, num_classes, voxel_size, seed=seed)
+    while True:
+        try:
+            next(fitting)
+        except StopIteration as done:
+            stage = done.value
+            break
+    return final_stage(stage, _as_image(image), strokes, num_classes, voxel_size, seed=seed)
 
 
 def pseudo_labels(probabilities: np.ndarray, threshold: float = PSEUDO_THRESHOLD) -> np.ndarray:

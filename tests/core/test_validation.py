@@ -114,3 +114,42 @@ def test_one_painted_class_is_refused_with_one_line(small_volume):
     image, _, strokes = small_volume
     one = np.where(strokes == 2, 2, 0).astype(np.uint8)
     one_line_error(lambda: drain(iter_train(image, one, TrainConfig(**TINY))), "class")
+
+
+class Parts:
+    """A stage 1 whose forest and MLP give fixed probabilities, mixed by forest_weight."""
+
+    def __init__(self, forest, mlp):
+        self.forest, self.mlp, self.forest_weight = forest, mlp, 0.5
+
+    def predict_proba(self, image, region=None):
+        w = self.forest_weight
+        return (w * self.forest + (1 - w) * self.mlp)[(slice(None), *region)]
+
+
+@pytest.mark.parametrize("forest_right, mlp_right, chosen", [
+    (True, False, 0.7), (False, True, 0.3), (True, True, 0.7)])
+def test_the_forests_share_is_chosen_on_held_out_strokes(forest_right, mlp_right, chosen):
+    from napari_voxseg.core.two_stage import choose_forest_weight
+
+    held = pieces(4, 2) + pieces(4, 1, (4, 8, 40))[::-1]  # classes 1 and 2, 4 strokes each
+    truth = np.where(held > 0, held, 1)
+    right = np.stack([truth == 1, truth == 2]).astype(np.float32)
+    wrong = right[::-1].copy()
+    model = Parts(right if forest_right else wrong, right if mlp_right else wrong)
+    assert choose_forest_weight(model, None, held) == chosen
+
+
+def test_a_stage1_saved_before_the_forests_share_was_stored_mixes_half_and_half(two_stage_model):
+    from napari_voxseg.core.stage1 import Stage1
+
+    stage1 = two_stage_model.stage1
+    meta = stage1.metadata()
+    assert meta["forest_weight"] == stage1.forest_weight
+    del meta["forest_weight"]
+    assert Stage1.from_state(stage1.state_dict(), meta).forest_weight == 0.5
+
+
+@pytest.fixture(scope="module")
+def two_stage_model(run_with_previews):
+    return run_with_previews[1].model
