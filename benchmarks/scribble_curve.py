@@ -3,7 +3,7 @@ reference, stage 1 and the two-stage engine, drawn to a PNG.
 
     python benchmarks/scribble_curve.py [--cases a,b] [--style skeleton] [--slices 6]
                                         [--methods forest,stage1,two_stage] [--iterations 300]
-                                        [--out benchmarks/results/scribble_curve.png]
+                                        [--out docs/scribble_curve.png]
 
 For each case, the strokes of benchmarks/scribbles.py are drawn on ``--slices`` evenly spaced
 slices, one slice at a time; the methods are fitted on the strokes of the first 1, 2, ... of
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--methods", default="forest,stage1,two_stage")
     parser.add_argument("--iterations", type=int, default=TrainConfig.iterations)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/scribble_curve.png")
+    parser.add_argument("--out", default="docs/scribble_curve.png")
     args = parser.parse_args()
     names = args.cases.split(",") if args.cases else case_names()
     points = []

@@ -14,7 +14,9 @@ from .validation import boxes, score
 
 
 def validation_every(iterations: int) -> int:
-    return min(50, max(10, iterations // 10))
+    # Every sixth of the run, at least 25 and at most 50 steps apart (each judging predicts
+    # the held-out strokes' boxes: a few tiles each).
+    return min(50, max(25, iterations // 6))
 
 
 def judge(run, steps_done: int) -> ValidationEvent:

@@ -153,3 +153,13 @@ def test_a_stage1_saved_before_the_forests_share_was_stored_mixes_half_and_half(
 @pytest.fixture(scope="module")
 def two_stage_model(run_with_previews):
     return run_with_previews[1].model
+
+
+def test_strokes_on_one_slice_train_two_stages(small_volume):
+    image, truth, strokes = small_volume
+    one_slice = np.zeros_like(strokes)
+    one_slice[5] = strokes[5]  # a frame of background and three lines inside the box
+    _, result = drain(iter_train(image, one_slice, TrainConfig(**TINY)))
+    assert result.model.stage1 is not None and result.steps == TINY["iterations"]
+    labels = run_to_end(iter_predict(result.model, image)).labels
+    assert np.mean(labels == truth) > 0.8  # one slice of strokes already segments the box
