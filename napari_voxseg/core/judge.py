@@ -47,8 +47,10 @@ def judge(run, steps_done: int) -> ValidationEvent:
 
 
 def network_chosen(run) -> bool:
-    """Two stages with held-out strokes: whether the network has beaten stage 1 on them: a
+    """Two stages: whether the network has beaten stage 1 on the held-out strokes (never when
+    none could be held out: it cannot show that it is better): a
     higher Dice (the painted class's mean probability only ranks the network's own steps; a
     network sharpened by training is more confident, not more right, and a tie keeps stage 1,
     which was the more accurate of the two on the scribble benchmark's ties)."""
-    return run.best_score is not None and run.best_score[0] > run.stage.score[0]
+    return (run.best_score is not None and run.stage.score is not None
+            and run.best_score[0] > run.stage.score[0])

@@ -71,7 +71,7 @@ class Run:
 
     @property
     def validating(self) -> bool:
-        """Two stages with held-out strokes: the network is kept only where it beats stage 1."""
+        """Two stages with held-out strokes: the network is judged against stage 1 on them."""
         return self.stage is not None and self.stage.held_out is not None
 
     def set_stage(self, stage: RunStage) -> None:

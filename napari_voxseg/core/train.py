@@ -145,7 +145,8 @@ def _refresh_strokes(run: Run, fresh, overlay: bool):
             stage = yield from stage_previews(iter_fit_stage(
                 run.image, target.data, target.num_outputs, run.voxel_size,
                 seed=run.cfg.seed, overlay=overlay,
-                held=still_held(run.stage.held_out, target.data)),
+                held="split" if run.stage.held_out is None else
+                still_held(run.stage.held_out, target.data)),
                 run.start, run.cfg.iterations, target.annotated)
     except VoxSegError as error:
         note = f"strokes painted during training were not used ({error})"
@@ -171,7 +172,7 @@ def _preview(run: Run, step: int, region, should_stop) -> PreviewEvent | None:
     shape = run.normalized.shape[1:]
     region = tuple(slice(*r.indices(n)[:2]) for r, n in zip(region, shape))
     began = time.perf_counter()
-    if run.validating and not network_chosen(run) and run.stage.overlay is not None:
+    if run.stage is not None and not network_chosen(run) and run.stage.overlay is not None:
         probs = run.stage.overlay[(slice(None), *region)]
         result, stage = PredictResult(labels=(probs.argmax(axis=0) + 1).astype(np.uint8)), 1
     else:
@@ -208,7 +209,7 @@ def _record(run: Run, step: int, value: float) -> TrainEvent:
     run.bad_in_a_row = 0
     run.history.append((run.previous_steps + step + 1, value))
     run.smoothed = value if run.smoothed is None else 0.9 * run.smoothed + 0.1 * value
-    if not run.validating and step >= cfg.iterations // 10 and run.smoothed < run.best_loss and (
+    if run.stage is None and step >= cfg.iterations // 10 and run.smoothed < run.best_loss and (
             step % 5 == 0 or step == cfg.iterations - 1):
         run.best_loss, run.best_step = run.smoothed, step + 1
         run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
@@ -247,11 +248,12 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         "history": run.old_history + [list(h) for h in history[:: max(1, len(history) // 200)]],
         "device": str(run.device),
     }
-    if run.validating:
+    if run.stage is not None:
         chosen = network_chosen(run)
         training["validation"] = {
-            "held_out_voxels": int(np.count_nonzero(run.stage.held_out)),
-            "stage1": list(run.stage.score),
+            "held_out_voxels": 0 if run.stage.held_out is None else
+            int(np.count_nonzero(run.stage.held_out)),
+            "stage1": None if run.stage.score is None else list(run.stage.score),
             "network": None if run.best_score is None else list(run.best_score),
             "kept": "network" if chosen else "stage 1"}
     return ModelCard(
@@ -285,7 +287,7 @@ def _finish(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainResu
     if run.stage is not None:
         final_stage(run.stage, run.image, run.target.data, run.target.num_outputs,
                     run.voxel_size, seed=run.cfg.seed)
-    if run.validating and not network_chosen(run):
+    if run.stage is not None and not network_chosen(run):
         with torch.no_grad():
             run.model.head.weight.zero_()
             run.model.head.bias.zero_()
@@ -353,6 +355,12 @@ def iter_train(
     is yielded with the result; None skips that preview. ``preview_now()``, polled every step,
     makes a preview due at once when true (e.g. the user asked for one). Newer strokes are
     fetched first, so a preview always follows the strokes painted before it.
+
+    Two stages (``config.two_stage``, the multi-class default): with ``preview_region`` given,
+    stage 1's whole-volume overlays come first (``PreviewEvent`` with ``stage`` 1, step 0),
+    before any step and again after each refit on newer strokes; while the network has not
+    beaten stage 1 on the held-out strokes, previews show stage 1's overlay. A
+    :class:`~.events.ValidationEvent` follows each judging of the network (see :mod:`.judge`).
 
     ``resume``: the ``resume`` of a stopped run's TrainResult, with ``model`` its model:
     continue that run where it stopped (its config, schedule, optimizer and patch sequence).

@@ -163,3 +163,17 @@ def test_strokes_on_one_slice_train_two_stages(small_volume):
     assert result.model.stage1 is not None and result.steps == TINY["iterations"]
     labels = run_to_end(iter_predict(result.model, image)).labels
     assert np.mean(labels == truth) > 0.8  # one slice of strokes already segments the box
+
+
+def test_with_nothing_held_out_stage_1_is_kept(small_volume):
+    image, _, strokes = small_volume
+    few = np.zeros_like(strokes)
+    few[5] = np.where(strokes[5] == 1, 1, 0)  # one background frame
+    few[5, 10:22, 14] = 2  # and one line inside the box: nothing can be held out
+    events, result = drain(iter_train(image, few, TrainConfig(**TINY)))
+    assert not any(isinstance(e, ValidationEvent) for e in events)
+    assert result.model.config["training"]["validation"] == {
+        "held_out_voxels": 0, "stage1": None, "network": None, "kept": "stage 1"}
+    out = run_to_end(iter_predict(result.model, image)).labels
+    np.testing.assert_array_equal(out, result.model.stage1.predict_proba(image[None]).argmax(0)
+                                  + 1)
