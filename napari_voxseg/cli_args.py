@@ -79,7 +79,7 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                              "the U-Net its probabilities as inputs and its confident voxels as "
                              "pseudo-labels; the U-Net is kept only where it beats stage 1 on "
                              "held-out strokes (default for multiclass with loss ce or "
-                             "boundary_ce)")
+                             "boundary_ce, and multilabel with bce)")
     stages.add_argument("--one-stage", dest="two_stage", action="store_false",
                         help="the U-Net alone, trained on the strokes")
     p.add_argument("--patch-size", default=None,

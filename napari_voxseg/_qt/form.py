@@ -29,6 +29,7 @@ from ..core.losses import LOSSES, losses_for, resolve_loss, weighable_losses
 from ..core.targets import prepare_target
 from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR
+from ..core.two_stage import TASKS as STAGE1_TASKS
 from .results import multilabel_colormap, spatial
 
 NETWORK_CHOICES = [("auto: 2D for thin stacks", "auto"), ("3D U-Net", "3d"),
@@ -120,7 +121,7 @@ class Form:
                                           "from it and takes over only where it beats stage 1 "
                                           "on strokes held out from training. Off: the U-Net "
                                           "alone. Multi-class with ce (class weights or not) or "
-                                          "boundary_ce")
+                                          "boundary_ce; multi-label with bce")
         self.device = ComboBox(label="Device", choices=DEVICES, value="auto")
         self.preview_every = SpinBox(label="Preview every (s)", value=5, min=0, max=600,
                                      tooltip="While training, predict the region in view this "
@@ -223,7 +224,7 @@ class Form:
         self.new_labels_button.text = "New mask" if task == "regression" else "New annotations"
         self.focal_gamma.visible = loss is not None and LOSSES[loss].gamma
         self.boundary_choice.visible = loss == "boundary_ce"
-        self.two_stage.visible = task == "multiclass" and loss in weighable_losses()
+        self.two_stage.visible = task in STAGE1_TASKS and loss in weighable_losses()
 
     def _watch_annotations(self, _value=None) -> None:
         """Show the class weights for the current strokes, and again whenever they change."""

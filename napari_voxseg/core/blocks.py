@@ -124,11 +124,11 @@ class BlockJob:
                                    for k, v in self.state.items()})
             model.config = self.config
             if self.stage1_state is not None:
-                from .stage1 import Stage1
+                from .stage1_multilabel import load_stage1
 
-                model.stage1 = Stage1.from_state({k: torch.from_numpy(np.asarray(v)) for k, v
-                                                  in self.stage1_state.items()},
-                                                 self.config["stage1"])
+                model.stage1 = load_stage1({k: torch.from_numpy(np.asarray(v)) for k, v
+                                            in self.stage1_state.items()},
+                                           self.config["stage1"])
             _WORKER_MODELS.clear()
             _WORKER_MODELS[key] = model
         return model

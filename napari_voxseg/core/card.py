@@ -102,7 +102,7 @@ class ModelCard:
         stage1, arch = self.stage1, self.architecture
         if stage1 is None:
             return
-        if not (isinstance(stage1, dict) and self.task == "multiclass"
+        if not (isinstance(stage1, dict) and self.task in ("multiclass", "multilabel")
                 and stage1.get("num_classes") == arch["num_classes"]
                 and isinstance(stage1.get("channels"), int)
                 and stage1["channels"] + stage1["num_classes"] == arch["in_channels"]):

@@ -142,7 +142,7 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
 
 def _load_stage1(path: Path, metadata: dict):
     """A two-stage model's stage 1, from its safetensors file and config.json's settings."""
-    from .stage1 import Stage1
+    from .stage1_multilabel import load_stage1
 
     file = path / STAGE1_WEIGHTS
     if not file.is_file():
@@ -153,4 +153,4 @@ def _load_stage1(path: Path, metadata: dict):
     except (SafetensorError, OSError, ValueError) as exc:
         raise VoxSegError(f"{file} is not a readable safetensors file ({exc}); the model is "
                           "damaged, save it again") from None
-    return Stage1.from_state(state, metadata)
+    return load_stage1(state, metadata)

@@ -10,7 +10,7 @@ import numpy as np
 from .events import ValidationEvent
 from .infer import iter_blend, run_to_end
 from .models import divisors
-from .validation import boxes, score
+from .validation import boxes, score_probabilities
 
 
 def validation_every(iterations: int) -> int:
@@ -23,18 +23,18 @@ def judge(run, steps_done: int) -> ValidationEvent:
     """Judge the network against stage 1 on the held-out strokes; keep its weights when it is
     the best so far and beats stage 1."""
     held = run.stage.held_out
-    labels, truth, probs = [], [], []
+    truth, probs = [], []
     for box in boxes(held):
         result = run_to_end(iter_blend(
             run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
             patch_size=run.cfg.patch_size, region=box, batch_size=run.cfg.batch_size,
             probabilities=True, precision=run.cfg.precision))
-        where = held[box] > 0
-        labels.append(result.labels[where])
-        truth.append(held[box][where])
-        probs.append(result.probabilities[:, where])
+        part = held[(slice(None), *box)] if held.ndim == 4 else held[box]
+        # Flattened, so boxes of any shape join (truth: (N,), multi-label (K, N)).
+        truth.append(part.reshape(*part.shape[:-3], -1))
+        probs.append(result.probabilities.reshape(result.probabilities.shape[0], -1))
     run.model.train()
-    network = score(np.concatenate(labels), np.concatenate(truth), np.concatenate(probs, 1))
+    network = score_probabilities(np.concatenate(probs, -1), np.concatenate(truth, -1))
     if network[0] > run.stage.score[0] and (run.best_score is None or network > run.best_score):
         run.best_score, run.best_step = network, steps_done
         run.best_loss = run.smoothed if run.smoothed is not None else run.best_loss

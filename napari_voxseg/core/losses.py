@@ -184,12 +184,18 @@ def _binary(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class MaskedBCE(_Loss):
     """Binary cross-entropy per class over annotated voxels; class weights are PyTorch's
-    ``pos_weight`` (how much more a 'present' voxel counts than an 'absent' one)."""
+    ``pos_weight`` (how much more a 'present' voxel counts than an 'absent' one). Voxel
+    weights (N, K, Z, Y, X), each class's own, or (N, Z, Y, X): the weighted mean
+    ``sum(w_voxel * bce) / sum(w_voxel)`` over annotated voxels."""
 
     task = "multilabel"
+    honours_voxel_weights = True
 
     def forward(self, logits, labels, voxel_weights=None):
         truth, mask = _binary(labels)
+        if voxel_weights is not None:
+            weights = voxel_weights.to(mask)
+            mask = mask * (weights if weights.ndim == mask.ndim else weights.unsqueeze(1))
         count = mask.sum()
         if not bool(count > 0):
             return _zero(logits)

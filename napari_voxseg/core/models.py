@@ -35,6 +35,9 @@ DEFAULT_ARCHITECTURE = {
     # and the network learns a correction to their logarithm (its head starts at zero, so an
     # untrained network predicts exactly what the first stage does).
     "prior_channels": 0,
+    # How a prior becomes logits: "log" for softmax classes (multi-class), "logit" (log p -
+    # log(1 - p)) for sigmoid ones (multi-label); either way a zero head gives back the prior.
+    "prior_link": "log",
 }
 # The smallest probability a prior passes on (log 1e-4 = -9.2).
 PRIOR_FLOOR = 1e-4
@@ -79,7 +82,7 @@ class UNet3D(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
                  depth: int = 3, norm: str = "instance", strides=None, kernels=None,
-                 prior_channels: int = 0):
+                 prior_channels: int = 0, prior_link: str = "log"):
         super().__init__()
         strides, kernels = _resolved(depth, strides, kernels)
         conv, transposed = _CONV[len(kernels[0])]
@@ -97,7 +100,7 @@ class UNet3D(nn.Module):
             self.up.append(transposed(c_in, c_out, strides[level], stride=strides[level]))
             self.decoders.append(ConvBlock(2 * c_out, c_out, norm, kernels[level]))
         self.head = conv(widths[0], num_classes, 1)
-        self.prior_channels = prior_channels
+        self.prior_channels, self.prior_link = prior_channels, prior_link
         if prior_channels:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -113,7 +116,11 @@ class UNet3D(nn.Module):
             x = decode(torch.cat([up(x), skips.pop()], dim=1))
         logits = self.head(x)
         if prior is not None:
-            logits = logits + prior.float().clamp(PRIOR_FLOOR, 1.0).log()
+            if self.prior_link == "logit":
+                prior = prior.float().clamp(PRIOR_FLOOR, 1.0 - PRIOR_FLOOR)
+                logits = logits + (prior.log() - torch.log1p(-prior))
+            else:
+                logits = logits + prior.float().clamp(PRIOR_FLOOR, 1.0).log()
         return logits
 
 
@@ -124,9 +131,9 @@ class UNet2D(UNet3D):
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
                  depth: int = 3, norm: str = "instance", strides=None, kernels=None,
-                 prior_channels: int = 0):
+                 prior_channels: int = 0, prior_link: str = "log"):
         super().__init__(in_channels, num_classes, base_channels, depth, norm,
-                         _strides_2d(depth), [[3, 3]] * depth, prior_channels)
+                         _strides_2d(depth), [[3, 3]] * depth, prior_channels, prior_link)
         self.divisor = (1, *self.divisor)  # slices are never pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +236,9 @@ def architecture_from(config: Mapping | None = None, **overrides) -> dict:
             prior == 0 or (prior == arch["num_classes"] and prior < arch["in_channels"])):
         raise VoxSegError(f"architecture prior_channels = {prior!r}; it must be 0 or the "
                           "class count (and fewer than the input channels)")
+    if arch["prior_link"] not in ("log", "logit"):
+        raise VoxSegError(f"architecture prior_link = {arch['prior_link']!r}; it must be 'log' "
+                          "(softmax classes) or 'logit' (sigmoid classes)")
     _check_triples(arch, "strides", arch["depth"] - 1, {1, 2})
     _check_triples(arch, "kernels", arch["depth"], {1, 3})
     return arch

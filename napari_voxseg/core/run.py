@@ -25,7 +25,7 @@ from .models import architecture_from, build_model
 from .sampling import PatchSampler
 from .targets import Target, check_labels, class_weights, prepare_target
 from .tasks import task_of
-from .two_stage import RunStage, iter_fit_stage, network_input, training_labels
+from .two_stage import RunStage, iter_fit_stage, network_input, stage_labels, training_labels
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Run:
                 stage.probabilities
 
 
-def stage_previews(fitting, run_start: float, total: int, annotated: int):
+def stage_previews(fitting, run_start: float, total: int, annotated: int, task: str):
     """Run stage 1's fitting generator, yielding a :class:`PreviewEvent` (stage 1, the whole
     volume) for each overlay it makes ready; returns its :class:`RunStage`."""
     began = time.perf_counter()
@@ -98,8 +98,8 @@ def stage_previews(fitting, run_start: float, total: int, annotated: int):
         now = time.perf_counter()
         region = tuple(slice(0, n) for n in probs.shape[1:])
         yield PreviewEvent(step=0, total=total, region=region,
-                           result=PredictResult(labels=(probs.argmax(axis=0) + 1).astype(
-                               np.uint8)), annotated=annotated, elapsed=now - run_start,
+                           result=PredictResult(labels=stage_labels(probs, task), task=task),
+                           annotated=annotated, elapsed=now - run_start,
                            seconds=now - began, stage=1)
         began = now
 
@@ -164,7 +164,8 @@ def _network(cfg: TrainConfig, model, layout: dict, channels: int, outputs: int,
     if model is None:
         arch = architecture_from(in_channels=channels, num_classes=outputs,
                                  base_channels=cfg.base_channels, depth=cfg.depth,
-                                 prior_channels=prior, **layout)
+                                 prior_channels=prior, **layout,
+                                 prior_link="logit" if cfg.task == "multilabel" else "log")
         torch.manual_seed(cfg.seed)
         return build_model(arch), arch
     return model, dict(model.config["architecture"])
@@ -211,7 +212,8 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     if cfg.two_stage:
         stage = yield from stage_previews(
             iter_fit_stage(image, target.data, target.num_outputs, voxel_size, seed=cfg.seed,
-                           overlay=overlay), began, cfg.iterations, target.annotated)
+                           overlay=overlay), began, cfg.iterations, target.annotated,
+            cfg.task)
     prior = target.num_outputs if stage else 0
     model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,
                            prior)

@@ -245,22 +245,31 @@ def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, 
     """The first overlay: the probabilities (K, Z, Y, X) of the forest alone (a quick stage 1)
     fitted on the strokes. When the whole volume's features fit in ``budget`` bytes they are
     computed once, for fitting and predicting (about a second on the 48x96x96 sample, the
-    first overlay's budget); else block by block, twice."""
+    first overlay's budget); else block by block, twice. Multi-label ``strokes`` (K, Z, Y, X;
+    per class 0 = none, 1 = absent, 2 = present): one forest per class, the probabilities
+    those of 'present'."""
     image = _as_image(image)
+    strokes = np.asarray(strokes)
+    layers = list(strokes) if strokes.ndim == 4 else [strokes]
     scales = tuple(float(s) for s in scales)
     count = len(feature_names(image.shape[0], scales))
     if count * 4 * int(np.prod(image.shape[1:])) > budget:
-        quick = fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
-                           scales=scales, quick=True)
-        return quick.predict_proba(image)
-    strokes = np.asarray(strokes)
-    features = feature_block(image, (0, 0, 0), image.shape[1:], voxel_size=voxel_size,
-                             scales=scales, bounds=default_bounds(image))
-    x, y = _stroke_voxels(features, strokes)
-    _, k = check_classes(y, num_classes)
-    trees = fit_forest(x, y, num_classes=k, config=ForestConfig(seed=seed))
-    flat = features.reshape(count, -1).t()
-    return trees.predict_proba(flat).t().reshape(k, *image.shape[1:]).numpy()
+        probs = [fit_stage1(image, layer, voxel_size, seed=seed, scales=scales, quick=True,
+                            num_classes=2 if strokes.ndim == 4 else num_classes
+                            ).predict_proba(image) for layer in layers]
+    else:
+        features = feature_block(image, (0, 0, 0), image.shape[1:], voxel_size=voxel_size,
+                                 scales=scales, bounds=default_bounds(image))
+        flat = features.reshape(count, -1).t()
+        probs = []
+        for layer in layers:
+            x, y = _stroke_voxels(features, layer)
+            _, k = check_classes(y, 2 if strokes.ndim == 4 else num_classes)
+            trees = fit_forest(x, y, num_classes=k, config=ForestConfig(seed=seed))
+            probs.append(trees.predict_proba(flat).t().reshape(k, *image.shape[1:]).numpy())
+    if strokes.ndim == 4:
+        return np.stack([p[1] for p in probs])
+    return probs[0]
 
 
 def _voxel(voxel_size) -> tuple[float, float, float] | None:

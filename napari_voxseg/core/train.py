@@ -43,7 +43,7 @@ from .losses import LOSSES, short_name
 from .models import divisors
 from .run import Run, prepare_run, restore_run, stage_previews
 from .targets import prepare_target
-from .two_stage import final_stage, iter_fit_stage, training_labels
+from .two_stage import final_stage, iter_fit_stage, stage_labels, training_labels
 from .validation import still_held
 
 # After this many non-finite losses in a row, training stops instead of skipping steps.
@@ -147,7 +147,7 @@ def _refresh_strokes(run: Run, fresh, overlay: bool):
                 seed=run.cfg.seed, overlay=overlay,
                 held="split" if run.stage.held_out is None else
                 still_held(run.stage.held_out, target.data)),
-                run.start, run.cfg.iterations, target.annotated)
+                run.start, run.cfg.iterations, target.annotated, task)
     except VoxSegError as error:
         note = f"strokes painted during training were not used ({error})"
         if note not in run.adjustments:
@@ -174,7 +174,8 @@ def _preview(run: Run, step: int, region, should_stop) -> PreviewEvent | None:
     began = time.perf_counter()
     if run.stage is not None and not network_chosen(run) and run.stage.overlay is not None:
         probs = run.stage.overlay[(slice(None), *region)]
-        result, stage = PredictResult(labels=(probs.argmax(axis=0) + 1).astype(np.uint8)), 1
+        result = PredictResult(labels=stage_labels(probs, run.task), task=run.task)
+        stage = 1
     else:
         result, stage = run_to_end(iter_blend(
             run.model, run.normalized, task=run.task, divisor=divisors(run.arch),

@@ -1,10 +1,11 @@
-"""The two-stage engine (the default for multi-class with a loss that weighs voxels; see
-:func:`resolve_two_stage`): stage 1 (:mod:`.stage1`, a per-voxel classifier on the filter
-bank) is fitted on the strokes, and the U-Net gets its class probabilities as extra input
-channels (the normalized image first, then the K probabilities) and learns from the strokes
-plus stage 1's confident voxels as pseudo-labels, weighted below the strokes. Some strokes are
-held out (:mod:`.validation`); the U-Net's weights are kept only when it beats stage 1 on
-them, else the saved model predicts what stage 1 does.
+"""The two-stage engine (the default for multi-class and multi-label tasks with a loss that
+weighs voxels; see :func:`resolve_two_stage`): stage 1 (:mod:`.stage1`, a per-voxel
+classifier on the filter bank; :mod:`.stage1_multilabel`, one binary one per class, for
+multi-label) is fitted on the strokes, and the U-Net gets its class probabilities as extra
+input channels (the normalized image first, then the K probabilities) and learns from the
+strokes plus stage 1's confident voxels as pseudo-labels, weighted below the strokes. Some
+strokes are held out (:mod:`.validation`); the U-Net's weights are kept only when it beats
+stage 1 on them, else the saved model predicts what stage 1 does.
 
 Training: :func:`iter_fit_stage` (in :func:`~.run.prepare_run`, and again on new strokes)
 and :func:`training_labels` (what the patch sampler draws: strokes first, pseudo-labels where
@@ -22,31 +23,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import VoxSegError
-from .losses import weighable_losses
+from .losses import losses_for, weighable_losses
 
 PSEUDO_THRESHOLD = 0.8  # stage-1 probability from which an unpainted voxel is a pseudo-label
 PSEUDO_WEIGHT = 0.3  # a pseudo-label's weight in the loss; a stroke weighs 1
 
 
+TASKS = ("multiclass", "multilabel")  # the tasks stage 1 can do
+
+
 def resolve_two_stage(two_stage, task: str, loss: str) -> bool:
     """Whether a run has two stages: ``two_stage`` when True or False; None (auto) means yes
-    for multi-class with a loss that weighs voxels (ce, weighted or not; boundary_ce), else no.
-    Multi-label and regression train one stage: stage 1 classifies each voxel into one of K
-    classes, which overlapping classes and continuous targets are not. :class:`VoxSegError`
-    (one line) for a two-stage setting that cannot be honoured."""
+    for multi-class and multi-label with a loss that weighs voxels (ce, weighted or not;
+    boundary_ce; bce), else no. Regression trains one stage: stage 1 classifies voxels, and
+    a per-voxel regressor on the filters would only pass the U-Net a smoothed copy of its
+    input. :class:`VoxSegError` (one line) for a two-stage setting that cannot be
+    honoured."""
     weighable = weighable_losses()
     if two_stage is None:
-        return task == "multiclass" and loss in weighable
+        return task in TASKS and loss in weighable
     if not isinstance(two_stage, bool):
         raise VoxSegError(f"two_stage = {two_stage!r}; give True, False or None (auto)")
     if not two_stage:
         return False
-    if task != "multiclass":
-        raise VoxSegError(f"two_stage is for the multiclass task only, not {task}; turn "
-                          "two_stage off")
+    if task not in TASKS:
+        raise VoxSegError(f"two_stage is for the {' and '.join(TASKS)} tasks, not {task}; "
+                          "turn two_stage off")
     if loss not in weighable:
+        allowed = [name for name in losses_for(task) if name in weighable]
         raise VoxSegError(f"two_stage weighs pseudo-labels below strokes, which loss {loss!r} "
-                          f"cannot do; choose loss {' or '.join(weighable)}, or turn two_stage "
+                          f"cannot do; choose loss {' or '.join(allowed)}, or turn two_stage "
                           "off")
     return True
 
@@ -61,23 +67,35 @@ class RunStage:
     until fitted: :func:`final_stage`). ``overlay``: the probabilities last shown."""
 
     model: object  # stage1.Stage1
-    probabilities: np.ndarray  # (K, Z, Y, X) float32
-    pseudo: np.ndarray  # (Z, Y, X) uint8, 1..K where stage 1 is confident
+    probabilities: np.ndarray  # (K, Z, Y, X) float32 (multi-label: of 'present')
+    pseudo: np.ndarray  # (Z, Y, X) uint8 1..K, or multi-label (K, Z, Y, X) 1/2; 0 = unsure
     held_out: np.ndarray | None = None
     score: tuple[float, float] | None = None
     final: object | None = None
     overlay: np.ndarray | None = None
 
 
+def fit_any_stage1(image, strokes: np.ndarray, num_classes: int | None, voxel_size, *,
+                   seed: int = 0):
+    """Stage 1 for multi-class strokes (Z, Y, X) or multi-label ones (K, Z, Y, X)."""
+    from .stage1 import fit_stage1
+    from .stage1_multilabel import fit_multilabel_stage1
+
+    if np.ndim(strokes) == 4:
+        return fit_multilabel_stage1(image, strokes, voxel_size, seed=seed)
+    return fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes)
+
+
 def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, voxel_size, *,
                    seed: int = 0, overlay: bool = False, held="split"):
-    """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X); a generator
-    that returns the :class:`RunStage`. ``held``: "split" to hold strokes out afresh, else
-    the held-out strokes to keep (or None). With ``overlay`` it yields stage 1's probabilities
-    (K, Z, Y, X) as they become ready, to be shown: first the forest's alone (about a second)
-    on all the strokes, then, when nothing is held out, the whole stage 1's."""
-    from .stage1 import fit_stage1, quick_overlay
-    from .validation import score, split_strokes
+    """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X; multi-label
+    (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
+    strokes out afresh, else the held-out strokes to keep (or None). With ``overlay`` it
+    yields stage 1's probabilities (K, Z, Y, X) as they become ready, to be shown: first the
+    forest's alone (about a second) on all the strokes, then, when nothing is held out, the
+    whole stage 1's."""
+    from .stage1 import quick_overlay
+    from .validation import score_probabilities, split_strokes
 
     if isinstance(held, str):
         train, held = split_strokes(strokes, seed)
@@ -88,37 +106,51 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
     if overlay:
         shown = quick_overlay(image, strokes, voxel_size, seed=seed, num_classes=num_classes)
         yield shown
-    model = fit_stage1(image, train, voxel_size, seed=seed, num_classes=num_classes)
+    model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed)
     if held is not None:
-        model.forest_weight = choose_forest_weight(model, image, held)
+        choose_forest_weights(model, image, held)
     probs = model.predict_proba(image)
-    stage = RunStage(model, probs, pseudo_labels(probs), held_out=held, overlay=shown)
+    stage = RunStage(model, probs, pseudo_labels(probs, multilabel=strokes.ndim == 4),
+                     held_out=held, overlay=shown)
     if held is None:
         stage.final = model
         if overlay:
             stage.overlay = probs
             yield probs
     else:
-        stage.score = score(probs.argmax(axis=0) + 1, held, probs)
+        stage.score = score_probabilities(probs, held)
     return stage
 
 
 def final_stage(stage: RunStage, image, strokes, num_classes: int, voxel_size, *,
                 seed: int = 0):
     """Stage 1 on all the strokes, for the saved model (fitted now if strokes were held
-    out)."""
-    from .stage1 import fit_stage1
-
+    out), with the forest shares chosen on the held-out strokes."""
     if stage.final is None:
-        stage.final = fit_stage1(image, strokes, voxel_size, seed=seed,
-                                 num_classes=num_classes)
-        stage.final.forest_weight = stage.model.forest_weight
+        stage.final = fit_any_stage1(image, strokes, num_classes, voxel_size, seed=seed)
+        for final, fitted in zip(_members(stage.final), _members(stage.model)):
+            final.forest_weight = fitted.forest_weight
     return stage.final
+
+
+def _members(model) -> list:
+    """The binary stage 1s of a multi-label stage 1, else ``[model]``."""
+    return list(getattr(model, "members", [model]))
 
 
 # How much of stage 1's probabilities are the forest's, tried on the held-out strokes in this
 # order: a tie keeps the earlier one (benchmarks/stage1_classifiers.py, methods mix:W).
 FOREST_WEIGHTS = (0.7, 0.5, 1.0, 0.3, 0.0)
+
+
+def choose_forest_weights(model, image, held: np.ndarray) -> None:
+    """Set the forest's share of stage 1 (``model``, fitted without the ``held`` strokes; of
+    each class's stage 1 for multi-label, on that class's held-out strokes) to what
+    classifies the held-out strokes best: :func:`choose_forest_weight`."""
+    layers = list(held) if held.ndim == 4 else [held]
+    for member, layer in zip(_members(model), layers):
+        if layer.any():
+            member.forest_weight = choose_forest_weight(member, image, layer)
 
 
 def choose_forest_weight(model, image, held: np.ndarray) -> float:
@@ -159,8 +191,14 @@ def fit_validated_stage1(image, strokes: np.ndarray, num_classes: int | None, vo
     return final_stage(stage, _as_image(image), strokes, num_classes, voxel_size, seed=seed)
 
 
-def pseudo_labels(probabilities: np.ndarray, threshold: float = PSEUDO_THRESHOLD) -> np.ndarray:
-    """Class 1..K where the highest probability is at least ``threshold``, else 0."""
+def pseudo_labels(probabilities: np.ndarray, threshold: float = PSEUDO_THRESHOLD, *,
+                  multilabel: bool = False) -> np.ndarray:
+    """Class 1..K where the highest probability is at least ``threshold``, else 0.
+    Multi-label (probabilities of 'present'): per class 2 (present) where it is at least
+    ``threshold``, 1 (absent) where at most ``1 - threshold``, else 0."""
+    if multilabel:
+        return np.where(probabilities >= threshold, 2,
+                        np.where(probabilities <= 1 - threshold, 1, 0)).astype(np.uint8)
     confident = probabilities.max(axis=0) >= threshold
     return np.where(confident, probabilities.argmax(axis=0) + 1, 0).astype(np.uint8)
 
@@ -171,14 +209,16 @@ def training_labels(stage: RunStage | None, strokes: np.ndarray, boundary: np.nd
     strokes, the boundary weights and the strata as they are. Two: the training strokes
     (weight 1; held-out ones are not trained on, nor are patches centred on them) and, where
     none is painted, the pseudo-labels (weight :data:`PSEUDO_WEIGHT`), times the boundary
-    weights when given. New arrays: the strokes are never modified."""
+    weights when given. New arrays: the strokes are never modified. Multi-label strokes
+    (K, Z, Y, X) get weights of that shape, each class's own."""
     if stage is None:
         return strokes, boundary, strata
     if stage.held_out is not None:
         out = stage.held_out > 0
         strokes = np.where(out, 0, strokes).astype(strokes.dtype, copy=False)
-        strata = None if strata is None else np.where(out, 0, strata).astype(strata.dtype,
-                                                                             copy=False)
+        anywhere = out.any(axis=0) if out.ndim == 4 else out
+        strata = None if strata is None else np.where(anywhere, 0, strata).astype(
+            strata.dtype, copy=False)
     painted = strokes > 0
     labels = np.where(painted, strokes, stage.pseudo).astype(strokes.dtype, copy=False)
     weights = np.where(painted, np.float32(1.0),
@@ -186,6 +226,14 @@ def training_labels(stage: RunStage | None, strokes: np.ndarray, boundary: np.nd
     if boundary is not None:
         weights = weights * boundary
     return labels, weights.astype(np.float32, copy=False), strata
+
+
+def stage_labels(probabilities: np.ndarray, task: str) -> np.ndarray:
+    """The labels stage 1's probabilities predict, as a network's prediction gives them:
+    (Z, Y, X) 1..K; multi-label (K, Z, Y, X) 1 = absent, 2 = present."""
+    if task == "multilabel":
+        return (1 + (probabilities >= 0.5)).astype(np.uint8)
+    return (probabilities.argmax(axis=0) + 1).astype(np.uint8)
 
 
 def network_input(normalized: np.ndarray, stage: RunStage | None) -> np.ndarray:

@@ -22,7 +22,15 @@ MAX_HELD = 8  # held-out strokes per class at most (each is a region to predict)
 
 def split_strokes(strokes: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """(training strokes, held-out strokes or None): new arrays of the strokes' shape and
-    dtype, 0 where not in that part. None when no class has :data:`MIN_PIECES` pieces."""
+    dtype, 0 where not in that part. None when no class has :data:`MIN_PIECES` pieces.
+    Multi-label strokes (K, Z, Y, X): each class's volume is split on its own."""
+    if strokes.ndim == 4:
+        parts = [split_strokes(layer, seed + k) for k, layer in enumerate(strokes)]
+        if all(held is None for _, held in parts):
+            return strokes.copy(), None
+        return (np.stack([train for train, _ in parts]),
+                np.stack([np.zeros_like(train) if held is None else held
+                          for train, held in parts]))
     rng = np.random.default_rng(seed)
     held = np.zeros_like(strokes)
     structure = np.ones((3, 3, 3), dtype=bool)
@@ -48,7 +56,10 @@ def still_held(held: np.ndarray | None, strokes: np.ndarray) -> np.ndarray | Non
 
 
 def boxes(held: np.ndarray) -> list[tuple[slice, slice, slice]]:
-    """The bounding boxes of the held-out strokes (one per slice range they touch)."""
+    """The bounding boxes of the held-out strokes (one per slice range they touch; of any
+    class's, for multi-label strokes (K, Z, Y, X))."""
+    if held.ndim == 4:
+        held = held.max(axis=0)
     pieces, _ = ndimage.label(held > 0, structure=np.ones((3, 3, 3), dtype=bool))
     return [box for box in ndimage.find_objects(pieces) if box is not None]
 
@@ -69,3 +80,15 @@ def score(labels: np.ndarray, truth: np.ndarray,
         flat = probabilities[:, where]  # (K, N)
         confidence = float(flat[t - 1, np.arange(t.size)].mean())
     return float(np.mean(dices)), confidence
+
+
+def score_probabilities(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """:func:`score` of the prediction ``probabilities`` make: softmax ones (K, ...) against
+    held-out strokes (...) 1..K; or, multi-label, P(present) (K, ...) against held-out
+    strokes (K, ...) 0/1/2, the mean over the classes with held-out strokes of each class's
+    score as a two-class (absent, present) prediction."""
+    if truth.ndim != probabilities.ndim:
+        return score(probabilities.argmax(axis=0) + 1, truth, probabilities)
+    scores = [score(1 + (p >= 0.5), t, np.stack([1 - p, p]))
+              for p, t in zip(probabilities, truth) if (t > 0).any()]
+    return float(np.mean([d for d, _ in scores])), float(np.mean([c for _, c in scores]))

@@ -1,7 +1,6 @@
 """Killing a prediction while it writes its output (SIGKILL, at random moments, many times)
 leaves the previous output or the new one, whole, never a broken one."""
 
-import os
 import random
 import signal
 import subprocess
@@ -11,23 +10,16 @@ import time
 import numpy as np
 from helpers import TINY
 
-from napari_voxseg.core import TrainConfig, read_volume, train
+from napari_voxseg.core import TrainConfig, load_model, read_volume, save_model, train
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
 
 _WRITER = """
 import sys
 import numpy as np
-from napari_voxseg.core import write_volume
+from napari_voxseg.core import load_model, write_volume
 from napari_voxseg.core.blocks import predict_blocks
-sys.path.insert(0, {tests!r})
-from helpers import TINY
-from napari_voxseg.core import TrainConfig, train
 image = np.load({image!r})
-models = []
-for seed in (0, 1):
-    strokes = np.zeros(image.shape, np.uint8)
-    strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
-    models.append(train(image, strokes, TrainConfig(**TINY, seed=seed)).model)
+models = [load_model(path) for path in {models!r}]
 outputs = [np.full(image.shape, v, np.uint8) for v in (1, 2)]
 print("ready", flush=True)
 i = 0
@@ -42,9 +34,14 @@ def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
     image = small_volume[0]
     np.save(tmp_path / "image.npy", image)
     store, npy = tmp_path / "labels.zarr", tmp_path / "labels.npy"
-    tests = os.path.dirname(os.path.dirname(__file__))  # where helpers.py is
-    script = _WRITER.format(tests=tests, image=str(tmp_path / "image.npy"), store=str(store),
-                            npy=str(npy))
+    strokes = np.zeros(image.shape, np.uint8)
+    strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
+    models = []  # trained once here; each killed process loads them
+    for seed in (0, 1):
+        models.append(str(tmp_path / f"model{seed}"))
+        save_model(train(image, strokes, TrainConfig(**TINY, seed=seed)).model, models[-1])
+    script = _WRITER.format(models=models, image=str(tmp_path / "image.npy"),
+                            store=str(store), npy=str(npy))
     rng = random.Random(0)
     seen = 0
     for _ in range(10):
@@ -63,7 +60,5 @@ def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
             assert len(np.unique(data)) == 1 and data.flat[0] in (1, 2)
     assert seen >= 5  # most kills came after the first store was written
     # The next prediction sweeps what the killed ones left behind.
-    strokes = np.zeros(image.shape, np.uint8)
-    strokes[4, 2:30, 3], strokes[8, 10:20, 12:14] = 1, 2
-    predict_blocks(train(image, strokes, TrainConfig(**TINY)).model, image, store, overwrite=True)
+    predict_blocks(load_model(models[0]), image, store, overwrite=True)
     assert not list(tmp_path.glob(".labels.zarr.*"))

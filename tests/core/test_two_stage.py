@@ -133,8 +133,7 @@ def test_one_stage_models_are_unchanged(small_volume, tmp_path):
 
 
 @pytest.mark.parametrize("given, words", [
-    (dict(task="multilabel"), ("multiclass task only", "two_stage off")),
-    (dict(task="regression"), ("multiclass task only",)),
+    (dict(task="regression"), ("multiclass and multilabel tasks", "two_stage off")),
     (dict(loss="dice"), ("'dice'", "ce or boundary_ce")),
     (dict(two_stage="yes"), ("True, False or None",)),
 ])

@@ -48,7 +48,8 @@ def test_score_is_dice_on_the_held_out_voxels_then_confidence():
 @pytest.mark.parametrize("given, two", [
     ({}, True), (dict(loss="focal"), False), (dict(class_weights="auto"), True),
     (dict(loss="dice"), False),
-    (dict(task="multilabel"), False), (dict(task="regression"), False),
+    (dict(task="multilabel"), True), (dict(task="multilabel", loss="dice"), False),
+    (dict(task="regression"), False),
     (dict(two_stage=False), False)])
 def test_two_stages_are_the_default_where_they_apply(given, two):
     assert TrainConfig(**given).checked().two_stage is two

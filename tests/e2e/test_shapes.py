@@ -87,7 +87,7 @@ def test_anisotropic_volume_trains_and_predicts(tmp_path, tall_sample):
     write_volume(tmp_path / "aniso.tif", image, (2.0, 0.5, 0.5))
     write_volume(tmp_path / "strokes.tif", strokes, (2.0, 0.5, 0.5))
     proc = run_cli("train", tmp_path / "aniso.tif", tmp_path / "strokes.tif", "--out",
-                   tmp_path / "model", "--iterations", 100)
+                   tmp_path / "model", "--iterations", 30)
     assert proc.returncode == 0, proc.stderr
     assert "anisotropic pooling" in proc.stdout
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -112,7 +112,7 @@ def test_five_slice_stack_trains_and_predicts_slice_by_slice(tmp_path, sample):
     write_volume(tmp_path / "thin.tif", image, sample.voxel_size)
     write_volume(tmp_path / "strokes.tif", _dense_strokes(truth, (1, 3)))
     proc = run_cli("train", tmp_path / "thin.tif", tmp_path / "strokes.tif", "--out",
-                   tmp_path / "model", "--iterations", 100)
+                   tmp_path / "model", "--iterations", 30)
     assert proc.returncode == 0, proc.stderr
     assert "2D U-Net, slice by slice" in proc.stdout
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -145,7 +145,7 @@ def test_two_channel_image_trains_with_both_channels(tmp_path, sample):
     np.save(tmp_path / "two.npy", np.moveaxis(image, 0, -1))
     write_volume(tmp_path / "strokes.tif", sample.strokes)
     proc = run_cli("train", tmp_path / "two.npy", tmp_path / "strokes.tif", "--out",
-                   tmp_path / "model", "--iterations", 100, "--channel-axis", 3)
+                   tmp_path / "model", "--iterations", 30, "--channel-axis", 3)
     assert proc.returncode == 0, proc.stderr
     assert "2 channels" in proc.stdout
     proc = run_cli("predict", tmp_path / "model", tmp_path / "two.npy", "--out",
@@ -259,7 +259,7 @@ def test_widget_trains_on_two_image_layers_as_channels(make_napari_viewer, qtbot
     assert [layer.name for layer in widget.channels.choices] == ["tubes"]  # same shape only
     widget.channels.value = [tubes]
     widget.labels_choice.value = strokes
-    widget.iterations.value = 100
+    widget.iterations.value = 30
     widget.preview_every.value = 0
     widget.train_button.clicked.emit()
     wait_done(qtbot, widget)

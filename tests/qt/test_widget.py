@@ -161,6 +161,8 @@ def test_the_form_offers_what_fits_the_task(setup):
     widget.task.value = "multilabel"
     assert list(widget.loss.choices) == ["bce", "dice_bce", "dice", "focal"]
     assert widget.labels_choice.native.isHidden() and not widget.multi_labels.native.isHidden()
+    assert not widget.two_stage.native.isHidden()  # bce weighs voxels: two stages
+    widget.loss.value = "dice"
     assert widget.two_stage.native.isHidden()
     widget.task.value = "regression"
     assert list(widget.loss.choices) == ["mse", "l1"]
