@@ -92,8 +92,9 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
     (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
     strokes out afresh, else the held-out strokes to keep (or None). With ``overlay`` it
     yields stage 1's probabilities (K, Z, Y, X) as they become ready, to be shown: first the
-    forest's alone (about a second) on all the strokes, then, when nothing is held out, the
-    whole stage 1's."""
+    forest's alone (about a second) on all the strokes, then the whole stage 1's (on the
+    training strokes: what the U-Net is judged against; the saved model's stage 1 is fitted
+    on all of them at the end)."""
     from .stage1 import quick_overlay
     from .validation import score_probabilities, split_strokes
 
@@ -114,11 +115,11 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
                      held_out=held, overlay=shown)
     if held is None:
         stage.final = model
-        if overlay:
-            stage.overlay = probs
-            yield probs
     else:
         stage.score = score_probabilities(probs, held)
+    if overlay:
+        stage.overlay = probs
+        yield probs
     return stage
 
 
