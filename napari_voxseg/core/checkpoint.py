@@ -21,6 +21,7 @@ from .card import CONFIG, FORMAT, STAGE1_WEIGHTS, WEIGHTS, ModelCard, is_complet
 from .device import resolve_device
 from .errors import VoxSegError
 from .folders import (
+    as_if_created,
     fsync_dir,
     recover_folder,
     replace_folder,
@@ -75,6 +76,7 @@ def save_model(model: torch.nn.Module, path, *, overwrite: bool = False) -> Path
             f.flush()
             os.fsync(f.fileno())
         for name in files:
+            as_if_created(tmp / name)  # safetensors writes its files private (0600)
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)

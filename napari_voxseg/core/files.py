@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VoxSegError
-from .folders import replace_folder, temporary_folder_beside
+from .folders import as_if_created, replace_folder, temporary_folder_beside
 from .outputs import ZARR_MARK, check_output
 from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F401
 from .zarrs import open_zarr_levels
@@ -281,6 +281,7 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
     os.close(fd)
     try:
+        as_if_created(tmp)  # mkstemp's file is private; the output is not
         if suffix in (".tif", ".tiff"):
             _write_tiff(tmp, array, voxel_size)
         elif suffix in (".nii", ".nii.gz"):

@@ -1,5 +1,10 @@
 """Folder-shaped outputs (model folders, .zarr stores) written atomically.
 
+Temporary files and folders (``tempfile.mkstemp``/``mkdtemp``) are private (0600/0700) and
+the rename keeps that mode, so every output made from one gets the mode a plain ``open``/
+``mkdir`` would give under the user's umask (:func:`as_if_created`), for colleagues on a shared
+drive to read.
+
 A folder is written under a temporary name beside its target (``.<name>.XXXX.tmp``) and moved
 into place by :func:`replace_folder`; an earlier folder at the target is renamed aside
 (``.<name>.XXXX.old``) first and removed after. Whether voxseg may replace a folder at all is
@@ -59,11 +64,34 @@ def sweep_leftovers(path: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc), else set and
+    put back at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path, folder: bool = False) -> None:
+    """Give ``path`` the permissions a new file (0666) or folder (0777) gets under the umask."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def temporary_folder_beside(path: Path) -> Path:
-    """A new empty folder ``.<name>.XXXX.tmp`` beside ``path``, to write into and then move."""
+    """A new empty folder ``.<name>.XXXX.tmp`` beside ``path``, to write into and then move,
+    with the permissions a plain ``mkdir`` would give it."""
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    as_if_created(tmp, folder=True)
+    return tmp
 
 
 def replace_folder(tmp: Path, path: Path) -> None:

@@ -21,9 +21,10 @@ from napari_voxseg.core.blocks import predict_blocks
 image = np.load({image!r})
 models = [load_model(path) for path in {models!r}]
 outputs = [np.full(image.shape, v, np.uint8) for v in (1, 2)]
-print("ready", flush=True)
 i = 0
 while True:
+    if i == 1:  # warmed up, and the outputs exist: the kills hit later writes
+        print("ready", flush=True)
     predict_blocks(models[i % 2], image, {store!r}, block_shape=(4, 8, 8), overwrite=True)
     write_volume({npy!r}, outputs[i % 2], overwrite=True)
     i += 1
@@ -58,7 +59,7 @@ def test_killed_predictions_leave_a_whole_output(tmp_path, small_volume):
         if npy.exists():
             data, _ = read_volume(npy)
             assert len(np.unique(data)) == 1 and data.flat[0] in (1, 2)
-    assert seen >= 5  # most kills came after the first store was written
+    assert seen == 10  # every kill came after the first store was written
     # The next prediction sweeps what the killed ones left behind.
     predict_blocks(load_model(models[0]), image, store, overwrite=True)
     assert not list(tmp_path.glob(".labels.zarr.*"))
