@@ -29,7 +29,7 @@ def judge(run, steps_done: int) -> ValidationEvent:
             run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
             patch_size=run.cfg.patch_size, region=box, batch_size=run.cfg.batch_size,
             probabilities=True, precision=run.cfg.precision))
-        part = held[(slice(None), *box)] if held.ndim == 4 else held[box]
+        part = held[(Ellipsis, *box)]  # multi-label: every class's (K, *box)
         # Flattened, so boxes of any shape join (truth: (N,), multi-label (K, N)).
         truth.append(part.reshape(*part.shape[:-3], -1))
         probs.append(result.probabilities.reshape(result.probabilities.shape[0], -1))

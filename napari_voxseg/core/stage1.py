@@ -91,23 +91,10 @@ class Stage1:
         normalization (default: :meth:`bounds_of` the image; pass them to
         predict several regions of one volume). ``threads``: see :func:`cpu_threads`.
         ``out``: where to write (e.g. a zarr array), by default a new numpy array."""
-        image = _as_image(image, self.channels)
-        region = concrete(region, image.shape[1:])
-        voxel_size = self.voxel_size if voxel_size is None else voxel_size
-        if bounds is None:
-            bounds = default_bounds(image)
-        shape = tuple(r.stop - r.start for r in region)
-        if out is None:
-            out = np.empty((self.num_classes, *shape), dtype=np.float32)
         mlp = {key: value.to(device) for key, value in self.mlp.items()}
-        with cpu_threads(threads, device):
-            for start, stop in _grid([r.start for r in region], [r.stop for r in region], block):
-                feats = feature_block(image, start, stop, voxel_size=voxel_size,
-                                      scales=self.scales, bounds=bounds, device=device)
-                where = (slice(None), *(slice(a - r.start, b - r.start)
-                                        for a, b, r in zip(start, stop, region)))
-                out[where] = self.predict_features(feats, mlp).cpu().numpy()
-        return out
+        return predict_blockwise(self, lambda feats: self.predict_features(feats, mlp), image,
+                                 region, voxel_size=voxel_size, bounds=bounds, device=device,
+                                 block=block, threads=threads, out=out)
 
     def predict_features(self, features: torch.Tensor,
                          mlp: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -183,6 +170,32 @@ class Stage1:
         return cls(forest, mlp, k, channels, scales, voxel, weight)
 
 
+def predict_blockwise(model, predict, image, region: Sequence[slice] | None = None, *,
+                      voxel_size=None, bounds: np.ndarray | None = None,
+                      device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
+                      threads: int | None = 1, out=None) -> np.ndarray:
+    """What every stage 1 predicts, block by block: ``predict(features)`` gives a block's
+    (K, z, y, x) tensor from its features (F, z, y, x); ``model`` says the filter bank and K
+    (``channels``, ``scales``, ``voxel_size``, ``num_classes``). The other arguments as
+    :meth:`Stage1.predict_proba` takes them."""
+    image = _as_image(image, model.channels)
+    region = concrete(region, image.shape[1:])
+    voxel_size = model.voxel_size if voxel_size is None else voxel_size
+    if bounds is None:
+        bounds = default_bounds(image)
+    shape = tuple(r.stop - r.start for r in region)
+    if out is None:
+        out = np.empty((model.num_classes, *shape), dtype=np.float32)
+    with cpu_threads(threads, device):
+        for start, stop in _grid([r.start for r in region], [r.stop for r in region], block):
+            feats = feature_block(image, start, stop, voxel_size=voxel_size,
+                                  scales=model.scales, bounds=bounds, device=device)
+            where = (slice(None), *(slice(a - r.start, b - r.start)
+                                    for a, b, r in zip(start, stop, region)))
+            out[where] = predict(feats).cpu().numpy()
+    return out
+
+
 def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, seed: int = 0,
                num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
                mlp: Stage1Config | None = None, forest: ForestConfig | None = None,
@@ -254,11 +267,12 @@ def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, 
     image = _as_image(image)
     strokes = np.asarray(strokes)
     layers = list(strokes) if strokes.ndim == 4 else [strokes]
+    k_given = 2 if strokes.ndim == 4 else num_classes  # a multi-label layer: absent, present
     scales = tuple(float(s) for s in scales)
     count = len(feature_names(image.shape[0], scales))
     if count * 4 * int(np.prod(image.shape[1:])) > budget:
         probs = [fit_stage1(image, layer, voxel_size, seed=seed, scales=scales, quick=True,
-                            num_classes=2 if strokes.ndim == 4 else num_classes,
+                            num_classes=k_given,
                             forest=ForestConfig(trees=QUICK_TREES)).predict_proba(image)
                  for layer in layers]
     else:
@@ -268,7 +282,7 @@ def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, 
         probs = []
         for layer in layers:
             x, y = _stroke_voxels(features, layer)
-            _, k = check_classes(y, 2 if strokes.ndim == 4 else num_classes)
+            _, k = check_classes(y, k_given)
             trees = fit_forest(x, y, num_classes=k,
                                config=ForestConfig(seed=seed, trees=QUICK_TREES))
             probs.append(trees.predict_proba(flat).t().reshape(k, *image.shape[1:]).numpy())

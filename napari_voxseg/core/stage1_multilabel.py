@@ -20,10 +20,8 @@ import numpy as np
 import torch
 
 from .errors import VoxSegError
-from .features import feature_block
-from .stage1 import _BLOCK, Stage1, _as_image, _grid, cpu_threads
+from .stage1 import _BLOCK, Stage1, predict_blockwise
 from .stage1 import FORMAT as SINGLE_FORMAT
-from .tiles import concrete
 
 FORMAT = "voxseg-stage1-multilabel"
 VERSION = 1
@@ -67,24 +65,15 @@ class MultiLabelStage1:
         """P(present) (K, z, y, x) float32 of ``region`` of a ``(C, Z, Y, X)`` image, block by
         block, each block's features computed once for all classes (arguments as
         :meth:`.Stage1.predict_proba`)."""
-        image = _as_image(image, self.channels)
-        region = concrete(region, image.shape[1:])
-        voxel_size = self.voxel_size if voxel_size is None else voxel_size
-        if bounds is None:
-            bounds = self.bounds_of(image)
-        shape = tuple(r.stop - r.start for r in region)
-        if out is None:
-            out = np.empty((self.num_classes, *shape), dtype=np.float32)
         mlps = [{k: v.to(device) for k, v in m.mlp.items()} for m in self.members]
-        with cpu_threads(threads, device):
-            for start, stop in _grid([r.start for r in region], [r.stop for r in region], block):
-                feats = feature_block(image, start, stop, voxel_size=voxel_size,
-                                      scales=self.scales, bounds=bounds, device=device)
-                where = tuple(slice(a - r.start, b - r.start)
-                              for a, b, r in zip(start, stop, region))
-                for k, (member, mlp) in enumerate(zip(self.members, mlps)):
-                    out[(k, *where)] = member.predict_features(feats, mlp)[1].cpu().numpy()
-        return out
+
+        def predict(feats):
+            return torch.stack([member.predict_features(feats, mlp)[1]
+                                for member, mlp in zip(self.members, mlps)])
+
+        return predict_blockwise(self, predict, image, region, voxel_size=voxel_size,
+                                 bounds=bounds, device=device, block=block, threads=threads,
+                                 out=out)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"class{k}.{name}": value for k, member in enumerate(self.members)
