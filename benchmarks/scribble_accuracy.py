@@ -72,14 +72,18 @@ def _labels(probs: np.ndarray) -> np.ndarray:
 def _network_always_kept(on: bool):
     """For ``refined``: the training loop believes the U-Net always beat stage 1 (it keeps its
     last weights; the judging still runs and is printed in the card)."""
-    loop = sys.modules["napari_voxseg.core.train"]  # the package's `train` shadows the module
-    chosen = loop.network_chosen
+    # Each module that asks holds its own name for it (the package's `train` shadows the
+    # module of that name, hence sys.modules).
+    askers = [sys.modules[f"napari_voxseg.core.{name}"] for name in ("train", "finish")]
+    chosen = [module.network_chosen for module in askers]
     if on:
-        loop.network_chosen = lambda run: run.stage is not None
+        for module in askers:
+            module.network_chosen = lambda run: run.stage is not None
     try:
         yield
     finally:
-        loop.network_chosen = chosen
+        for module, original in zip(askers, chosen):
+            module.network_chosen = original
 
 
 def overlapping(labels: np.ndarray, k: int) -> np.ndarray:

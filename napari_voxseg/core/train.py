@@ -9,24 +9,20 @@
 named phases over one :class:`~.run.Run`, the run's whole state (which :class:`ResumeState`
 snapshots): :func:`~.run.prepare_run` (checks, target, network, optimizer), :func:`_step`
 (one optimizer step, with its out-of-memory retry), :func:`_refresh_strokes`,
-:func:`_preview`, :func:`_record` and :func:`_finish` (best weights, model card, resume state).
+:func:`_preview`, :func:`_record` and :func:`~.finish.finish_run` (best weights, model card,
+resume state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import platform
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from .. import __version__
-from .card import ModelCard
 from .config import (  # noqa: F401  (re-exported: the training API in one place)
     FINE_TUNE_LR_FACTOR,
     NETWORKS,
@@ -37,13 +33,13 @@ from .config import (  # noqa: F401  (re-exported: the training API in one place
 )
 from .errors import VoxSegError
 from .events import PreviewEvent, ResumeState, TrainEvent, TrainResult
+from .finish import finish_run
 from .infer import PredictResult, iter_blend, run_to_end
 from .judge import judge, network_chosen, validation_every
-from .losses import LOSSES, short_name
 from .models import divisors
 from .run import Run, prepare_run, restore_run, stage_previews
 from .targets import prepare_target
-from .two_stage import final_stage, iter_fit_stage, stage_labels, training_labels
+from .two_stage import iter_fit_stage, stage_labels, training_labels
 from .validation import still_held
 
 # After this many non-finite losses in a row, training stops instead of skipping steps.
@@ -220,95 +216,6 @@ def _record(run: Run, step: int, value: float) -> TrainEvent:
                       elapsed=time.perf_counter() - run.start, annotated=run.sampler.annotated)
 
 
-# ---- finish ---------------------------------------------------------------------------------
-def _versions() -> dict:
-    return {"napari_voxseg": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
-def _loss_record(cfg: TrainConfig) -> dict:
-    """The loss and the settings it used, for config.json."""
-    record = {"name": short_name(cfg.loss)}
-    if LOSSES[cfg.loss].gamma:
-        record["focal_gamma"] = cfg.focal_gamma
-    if LOSSES[cfg.loss].factory.uses_voxel_weights:
-        record.update(boundary_weight=cfg.boundary_weight, boundary_sigma=cfg.boundary_sigma)
-    return record
-
-
-def _card(run: Run, steps_done: int) -> ModelCard:
-    cfg, history = run.cfg, run.history
-    training = {
-        **{k: v for k, v in asdict(cfg).items() if k not in ("class_names", "device")
-           and (k != "two_stage" or v)},  # one-stage models' cards stay as they were
-        "class_weights": None if run.weights is None else [float(w) for w in run.weights],
-        "stroke_counts": run.target.counts(),
-        "steps_done": run.previous_steps + steps_done,
-        "best_step": run.previous_steps + run.best_step,
-        "best_loss": None if not math.isfinite(run.best_loss) else float(run.best_loss),
-        "history": run.old_history + [list(h) for h in history[:: max(1, len(history) // 200)]],
-        "device": str(run.device),
-    }
-    if run.stage is not None:
-        chosen = network_chosen(run)
-        training["validation"] = {
-            "held_out_voxels": 0 if run.stage.held_out is None else
-            int(np.count_nonzero(run.stage.held_out)),
-            "stage1": None if run.stage.score is None else list(run.stage.score),
-            "network": None if run.best_score is None else list(run.best_score),
-            "kept": "network" if chosen else "stage 1"}
-    return ModelCard(
-        architecture=run.arch, task=cfg.task, loss=_loss_record(cfg),
-        classes=[{"id": i + 1, "name": str(n)} for i, n in enumerate(run.names)],
-        target_scale=run.target.scale_record,
-        normalization={"method": "percentile", "low": cfg.percentiles[0],
-                       "high": cfg.percentiles[1]},
-        patch_size=list(cfg.patch_size),
-        voxel_size=None if run.voxel_size is None else [float(v) for v in run.voxel_size],
-        training=training, versions=_versions(),
-        stage1=None if run.stage is None else run.stage.final.metadata())
-
-
-def _snapshot(run: Run, steps_done: int) -> ResumeState:
-    return ResumeState(
-        config=run.cfg, step=steps_done,
-        optimizer_state=copy.deepcopy(run.optimizer.state_dict()),
-        model_state={k: v.detach().clone() for k, v in run.model.state_dict().items()},
-        sampler_state=copy.deepcopy(run.sampler.rng.bit_generator.state),
-        smoothed=run.smoothed, best_state=run.best_state, best_loss=run.best_loss,
-        best_step=run.best_step, best_score=run.best_score, previous_steps=run.previous_steps,
-        history=list(run.history), old_history=run.old_history, skipped=run.skipped)
-
-
-def _finish(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainResult:
-    """The best model with its card; a resume state when stopped by the user. Two stages:
-    stage 1 fitted on all the strokes, and the network's head zeroed (so that the model
-    predicts what stage 1 does) when it never beat stage 1 on the held-out strokes."""
-    resume = _snapshot(run, steps_done) if stopped and not warning else None
-    if run.stage is not None:
-        final_stage(run.stage, run.image, run.target.data, run.target.num_outputs,
-                    run.voxel_size, seed=run.cfg.seed)
-    if run.stage is not None and not network_chosen(run):
-        with torch.no_grad():
-            run.model.head.weight.zero_()
-            run.model.head.bias.zero_()
-        run.best_step, run.best_loss = 0, run.smoothed if run.smoothed is not None else \
-            math.nan
-    elif run.best_state is not None:
-        run.model.load_state_dict(run.best_state)
-    else:
-        run.best_loss = run.smoothed if run.smoothed is not None else math.nan
-        run.best_step = steps_done
-    run.model.eval()
-    run.model.config = _card(run, steps_done).to_dict()
-    if run.stage is not None:
-        run.model.stage1 = run.stage.final
-    return TrainResult(model=run.model, history=run.history, stopped=stopped, steps=steps_done,
-                       best_step=run.best_step, best_loss=run.best_loss,
-                       elapsed=time.perf_counter() - run.start, skipped_steps=run.skipped,
-                       warning=warning, resume=resume, adjustments=run.adjustments)
-
-
 @contextlib.contextmanager
 def _threads(count: int | None):
     """torch's CPU thread count for the run, restored after."""
@@ -400,7 +307,7 @@ def iter_train(
                 yield judge(run, step + 1)
         else:
             step = run.cfg.iterations
-    return _finish(run, step, stopped, warning)
+    return finish_run(run, step, stopped, warning)
 
 
 def train(image, labels, config: TrainConfig | None = None, **kwargs) -> TrainResult:
