@@ -21,15 +21,15 @@ from magicgui.widgets import (
     Select,
     SpinBox,
 )
-from qtpy.QtCore import QTimer
 
-from ..core import TrainConfig, VoxSegError, class_weights
+from ..core import TrainConfig, VoxSegError
 from ..core.device import DEVICES
+from ..core.live_strokes import stroke_summary
 from ..core.losses import LOSSES, losses_for, resolve_loss, weighable_losses
-from ..core.targets import prepare_target
 from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR
 from ..core.two_stage import TASKS as STAGE1_TASKS
+from .painting import Tallies
 from .results import multilabel_colormap, spatial
 
 NETWORK_CHOICES = [("auto: 2D for thin stacks", "auto"), ("3D U-Net", "3d"),
@@ -54,11 +54,10 @@ class Form:
         self._build_inputs()
         self._build_training()
         self._build_outputs()
-        self._watched: list = []  # annotation layers whose painting updates the weights shown
-        self._weights_timer = QTimer()
-        self._weights_timer.setSingleShot(True)
-        self._weights_timer.setInterval(300)
-        self._weights_timer.timeout.connect(self.update_weights_info)
+        # Voxels per label of the annotation layers, kept from the strokes (never a recount
+        # of the volume on the main thread): the class weights and stroke counts shown.
+        self.tallies = Tallies()
+        self.tallies.changed.connect(self.update_weights_info)
         self.task.changed.connect(self.follow_task)
         self.image_choice.changed.connect(self.channels.reset_choices)
         self.channels.native.setMaximumHeight(64)
@@ -228,20 +227,11 @@ class Form:
 
     def _watch_annotations(self, _value=None) -> None:
         """Show the class weights for the current strokes, and again whenever they change."""
-        for layer in self._watched:
-            layer.events.paint.disconnect(self._schedule_weights_info)
-            layer.events.data.disconnect(self._schedule_weights_info)
-        self._watched = self.annotation_layers()
-        for layer in self._watched:
-            layer.events.paint.connect(self._schedule_weights_info)
-            layer.events.data.connect(self._schedule_weights_info)
+        self.tallies.watch(self.annotation_layers() if self.task.value != "regression" else [])
         self.update_weights_info()
 
-    def _schedule_weights_info(self, _event=None) -> None:
-        self._weights_timer.start()  # at most one recount per 300 ms of painting
-
     def update_weights_info(self) -> str:
-        """Compute the class weights from the current strokes and show them (before training)."""
+        """Show the class weights and stroke counts (before training), from the tallies."""
         if self.task.value == "regression":
             self.weights_info.value = ""
             return ""
@@ -258,13 +248,12 @@ class Form:
         layers = self.annotation_layers()
         if not layers:
             raise VoxSegError("choose the annotation layer(s)")
-        data = [np.asarray(layer.data) for layer in layers]
-        target = prepare_target(task, data if task == "multilabel" else data[0],
-                                data[0].shape, names=[layer.name for layer in layers],
-                                num_classes=(int(self.classes.value) or None)
-                                if task == "multiclass" else None)
-        weights = class_weights(self.weights.value, target.data, target.num_outputs, task=task)
-        counts = target.counts()
+        tallies = [self.tallies.tally(layer) for layer in layers]
+        if any(t is None for t in tallies):
+            return "counting the strokes..."
+        weights, counts = stroke_summary(
+            task, tallies, [layer.name for layer in layers], weights=self.weights.value,
+            num_classes=(int(self.classes.value) or None) if task == "multiclass" else None)
         painted = ("strokes " + ", ".join(map(str, counts)) if task == "multiclass" else
                    "present/absent " + ", ".join(f"{p}/{a}" for a, p in counts))
         shown = "none" if weights is None else ", ".join(f"{w:.3g}" for w in weights)

@@ -1,8 +1,12 @@
 """Reading the form into a run: a checked TrainConfig and copies of what the run reads.
 
-Everything is read on the main thread, and the worker gets copies, never the layers, so a run
-can never change them. The checks training or prediction would make are made here, so that a
-mistake is told at once. Nothing here notifies: a mistake is a :class:`VoxSegError`.
+Nothing here touches a whole volume on the main thread when Train is pressed: the image as
+float32 and the strokes are read by the worker as it starts (:class:`Later`), the strokes from
+a :class:`~.painting.LiveStrokes` that the worker's own copies of the layers follow, so that a
+run can never change a layer. The checks that need no voxel (shapes, channels, the settings)
+and those the stroke tallies answer (which classes are painted, the class weights) are made
+here, so that a mistake is told at once; the rest (NaN voxels, say) when the worker reads.
+Nothing here notifies: a mistake is a :class:`VoxSegError`.
 """
 
 from __future__ import annotations
@@ -14,27 +18,45 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import TrainConfig, VoxSegError, check_image, class_weights, resolve_device
+from ..core import TrainConfig, VoxSegError, check_image, resolve_device
 from ..core.card import image_channels
+from ..core.data import check_image_layout
 from ..core.infer import voxel_mismatch
+from ..core.live_strokes import stroke_summary
 from ..core.losses import resolve_loss
-from ..core.targets import prepare_target
 from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR, fine_tune_config, plan_config
 from .form import Form
+from .painting import SYNC_COUNT_VOXELS, LiveStrokes
 from .results import spatial
+
+
+class Later:
+    """A value the worker reads as it starts (``get()``): a copy of a layer, the image as
+    float32. ``read`` must not touch a widget (it runs in the worker thread)."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def get(self):
+        return self.read()
+
+
+def resolve(value):
+    """(Worker) ``value``, read now if it is a :class:`Later`."""
+    return value.get() if isinstance(value, Later) else value
 
 
 @dataclass
 class Inputs:
-    """What a training run learns from, copied from the layers on the main thread."""
+    """What a training run learns from, read by the worker as it starts."""
 
-    labels: object  # the strokes (or the regression target), as the core takes them
-    kwargs: dict  # more for iter_train (mask, boundary_reference, model, resume)
+    labels: object  # Later: the strokes (or the regression target), as the core takes them
+    kwargs: dict  # more for iter_train (mask, boundary_reference, model, resume); Later or not
     names: list | None  # class names
     layers: list  # every layer read besides the image: removing one stops the run
-    live_layers: list  # the layers whose painting joins a running training
-    copy_strokes: object  # () -> a fresh copy of the strokes, for the worker's get_labels
+    live: LiveStrokes | None  # the strokes (regression: the mask) that follow the painting
+    stroke_layers: list = field(default_factory=list)  # the layers of strokes (not regression)
 
 
 @dataclass
@@ -42,7 +64,8 @@ class TrainingRun:
     """A training run, read from the form and checked: ready to start."""
 
     image_layer: object
-    image: np.ndarray  # (C, Z, Y, X) float32, the image and its extra channels
+    image: Later  # (C, Z, Y, X) float32, the image and its extra channels
+    shape: tuple  # the image's (C, Z, Y, X) shape
     inputs: Inputs
     config: TrainConfig
     patch: tuple = ()  # the training patch (the live previews' tile)
@@ -87,6 +110,32 @@ def input_image(form: Form, image_layer, channels: int | None = None) -> np.ndar
     return image
 
 
+def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[Later, tuple]:
+    """What :func:`input_image` gives, read later by the worker, and its (C, Z, Y, X) shape,
+    checked now (shapes and channel counts: no voxel is read)."""
+    extra = [layer for layer in (form.channels.value or []) if layer is not image_layer]
+    layers = [image_layer, *extra]
+    shapes = [check_image_layout(layer.data, name=layer.name) for layer in layers]
+    for layer, shape in zip(extra, shapes[1:]):
+        if shape[1:] != shapes[0][1:]:
+            raise VoxSegError(f"channel layer {layer.name} has shape {shape[1:]}, not "
+                              f"the image's {shapes[0][1:]}; choose layers of the "
+                              "same shape under 'More channels'")
+    count = sum(shape[0] for shape in shapes)
+    if channels is not None and count != channels:
+        raise VoxSegError(f"the model takes {channels} channel(s) but {image_layer.name}"
+                          f"{' with the chosen channels' if extra else ''} has "
+                          f"{count}; choose {channels} channel(s) in all (the "
+                          "image plus 'More channels')")
+    sources = [(layer.data, layer.name) for layer in layers]
+
+    def read():
+        parts = [check_image(data, name=name) for data, name in sources]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    return Later(read), (count, *shapes[0][1:])
+
+
 def extra_outputs(form: Form, task: str) -> dict:
     """Probabilities / uncertainty, as asked for in the form (not for regression)."""
     if task == "regression":
@@ -102,32 +151,29 @@ def _class_name(layer_name: str, image_layer) -> str:
     return rest or layer_name
 
 
-def _copier(layers):
-    """() -> a fresh copy of each layer's data (one array for one layer, None for none)."""
-    if layers is None:
-        return lambda: None
-    if not isinstance(layers, list):
-        return lambda: np.array(layers.data, copy=True)
-    return lambda: [np.array(layer.data, copy=True) for layer in layers]
+def _copy(layer) -> Later:
+    data = layer.data
+    return Later(lambda: np.array(data, copy=True))
 
 
 def training_inputs(form: Form) -> Inputs:
-    """Copies (taken now, on the main thread) of what the task learns from."""
+    """What the task learns from, for the worker to read (nothing is copied now)."""
     task = form.task.value
     kwargs, names = {}, None
-    if task == "multiclass":
-        layers = [form.labels_choice.value] if form.labels_choice.value is not None else []
-        if not layers:
-            raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
-                              "few strokes of each class")
-        copy_strokes = _copier(layers[0])
-    elif task == "multilabel":
-        layers = list(form.multi_labels.value or [])
-        if not layers:
-            raise VoxSegError("no annotation layers chosen: a multi-label task needs one "
-                              "layer per class (press 'New annotations' once per class)")
-        names = [_class_name(layer.name, form.image_choice.value) for layer in layers]
-        copy_strokes = _copier(layers)
+    if task in ("multiclass", "multilabel"):
+        if task == "multiclass":
+            layers = [form.labels_choice.value] if form.labels_choice.value is not None else []
+            if not layers:
+                raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
+                                  "few strokes of each class")
+        else:
+            layers = list(form.multi_labels.value or [])
+            if not layers:
+                raise VoxSegError("no annotation layers chosen: a multi-label task needs one "
+                                  "layer per class (press 'New annotations' once per class)")
+            names = [_class_name(layer.name, form.image_choice.value) for layer in layers]
+        live = LiveStrokes(layers, as_list=task == "multilabel")
+        labels, strokes = Later(live.take), list(layers)
     else:
         target = form.target_choice.value
         if target is None:
@@ -137,15 +183,38 @@ def training_inputs(form: Form) -> Inputs:
         mask = None if mask in (None, "everywhere") else mask
         layers = [target] if mask is None else [target, mask]
         names = [target.name]
-        copy_strokes = _copier(mask)  # regression: what changes while training is the mask
-        kwargs["mask"] = copy_strokes()
-    labels = copy_strokes() if task != "regression" else np.array(target.data, copy=True)
-    live = layers[1:] if task == "regression" else list(layers)
+        live = None if mask is None else LiveStrokes([mask])  # what changes: the mask
+        if live is not None:
+            kwargs["mask"] = Later(live.take)
+        labels, strokes = _copy(target), []
     boundary = form.loss.value and resolve_loss(form.loss.value, task) == "boundary_ce"
     if boundary and form.boundary_choice.value not in (None, "strokes"):
-        kwargs["boundary_reference"] = np.array(form.boundary_choice.value.data, copy=True)
+        kwargs["boundary_reference"] = _copy(form.boundary_choice.value)
         layers.append(form.boundary_choice.value)
-    return Inputs(labels, kwargs, names, layers, live, copy_strokes)
+    return Inputs(labels, kwargs, names, layers, live, strokes)
+
+
+def check_strokes(form: Form, inputs: Inputs, spatial_shape: tuple, config) -> None:
+    """The checks training makes of the strokes that need no voxel read: their shapes, and,
+    from the form's stroke tallies (when counted), the classes painted and the weights."""
+    for layer in inputs.stroke_layers:
+        if tuple(layer.data.shape) != tuple(spatial_shape):
+            raise VoxSegError(f"{layer.name} has shape {tuple(layer.data.shape)} but the "
+                              f"image has shape {tuple(spatial_shape)}; paint on a Labels "
+                              "layer made for this image ('New annotations')")
+    if not inputs.stroke_layers:
+        return
+    tallies = form.tallies
+    tallies.watch(form.annotation_layers())
+    if max(layer.data.size for layer in inputs.stroke_layers) <= SYNC_COUNT_VOXELS:
+        tallies.settle()
+    counted = [tallies.tally(layer) for layer in inputs.stroke_layers]
+    if not tallies.fresh or any(t is None for t in counted):
+        return  # a count is under way: the worker checks as it reads the strokes
+    names = ([_input_name(form)] if config.task == "multiclass" else
+             inputs.names or [layer.name for layer in inputs.stroke_layers])
+    stroke_summary(config.task, counted, names, num_classes=config.num_classes,
+                   weights=config.class_weights)
 
 
 def learning_rate(form: Form) -> float:
@@ -186,7 +255,7 @@ def _image_layer(form: Form):
 def _ready(form: Form, run: TrainingRun, model) -> TrainingRun:
     """Add the preview tile and the layers read (the patch the core will train on)."""
     architecture = None if model is None else model.config["architecture"]
-    run.patch = plan_config(run.config, run.image.shape[1:], run.voxel_size,
+    run.patch = plan_config(run.config, run.shape[1:], run.voxel_size,
                             architecture=architecture)[0].patch_size
     run.layers = [run.image_layer, *(form.channels.value or []), *run.inputs.layers]
     return run
@@ -202,7 +271,7 @@ def training_run(form: Form, model=None, *, fine_tune: bool = False) -> Training
                           f"set Task to {model_task}, or press Train for a new model")
     image_layer = _image_layer(form)
     channels = image_channels(model.config) if fine_tune else None
-    image = input_image(form, image_layer, channels)
+    image, shape = image_reader(form, image_layer, channels)
     inputs = training_inputs(form)
     config = train_config(form, resolve_device(form.device.value), class_names=inputs.names)
     config.learning_rate = learning_rate(form)
@@ -210,13 +279,10 @@ def training_run(form: Form, model=None, *, fine_tune: bool = False) -> Training
         config = fine_tune_config(model, **{**dataclasses.asdict(config), "learning_rate":
                                             config.learning_rate * FINE_TUNE_LR_FACTOR})
     config = config.checked()
-    target = prepare_target(config.task, inputs.labels, image.shape[1:], names=inputs.names,
-                            num_classes=config.num_classes, mask=inputs.kwargs.get("mask"),
-                            name=_input_name(form))
-    class_weights(config.class_weights, target.data, target.num_outputs, task=config.task)
+    check_strokes(form, inputs, shape[1:], config)
     if fine_tune:  # a copy: the model in use stays whole (and can be saved) while this trains
         inputs.kwargs["model"] = copy.deepcopy(model)
-    run = TrainingRun(image_layer, image, inputs, config)
+    run = TrainingRun(image_layer, image, shape, inputs, config)
     return _ready(form, run, inputs.kwargs.get("model"))
 
 
@@ -229,10 +295,11 @@ def continued_run(form: Form, model, resume) -> TrainingRun:
     if form.task.value != resume.config.task:
         raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
                           f"back to {resume.config.task}, or press Train for a new one")
-    image = input_image(form, image_layer, image_channels(model.config))
+    image, shape = image_reader(form, image_layer, image_channels(model.config))
     inputs = training_inputs(form)
+    check_strokes(form, inputs, shape[1:], resume.config)
     inputs.kwargs.update(model=copy.deepcopy(model), resume=resume)
-    run = TrainingRun(image_layer, image, inputs, resume.config, first_step=resume.step)
+    run = TrainingRun(image_layer, image, shape, inputs, resume.config, first_step=resume.step)
     return _ready(form, run, inputs.kwargs["model"])
 
 

@@ -3,8 +3,10 @@
 A :class:`Session` starts a napari worker on one of the job bodies below and reports, on the
 main thread, through its signals: ``yielded(event)`` for every core event, ``returned(value)``,
 ``errored(exception)`` and ``finished()``. It never adds or changes a layer. While a training
-runs it also feeds the worker: strokes painted meanwhile (copied 300 ms after painting pauses
-into a mailbox the worker empties every few steps) and the region in view (for previews).
+runs it also feeds the worker: strokes painted meanwhile (each stroke's changes, which the
+worker's own copy of the annotations takes every few steps: :class:`~.painting.LiveStrokes`)
+and the region in view (for previews). The worker reads the image and the strokes as it
+starts (:class:`~.inputs.Later`), so Train never copies a volume on the main thread.
 Removing a layer the run reads, or closing the window, stops the worker without a result.
 """
 
@@ -24,43 +26,25 @@ from qtpy.QtCore import QTimer
 
 from ..core import TrainEvent, iter_predict, iter_train
 from ..core.blocks import iter_predict_blocks
+from .inputs import resolve
 from .view import camera, view_region
-
-
-class Latest:
-    """A one-slot mailbox between threads: put() replaces, take() empties (None if empty)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._value = None
-
-    def put(self, value) -> None:
-        with self._lock:
-            self._value = value
-
-    def take(self):
-        with self._lock:
-            value, self._value = self._value, None
-        return value
 
 
 class Job:
     """What one worker run shares with the main thread."""
 
     def __init__(self, kind: str, target, layers, *, patch=None, class_names=None,
-                 first_step: int = 0, copy_strokes=None, live_layers=()):
+                 first_step: int = 0, live=None):
         self.kind = kind  # "train" or "predict"
         self.target = target  # the image layer whose prediction is shown
         self.layers = list(layers)  # every layer the run reads; removing one stops it
         self.patch = patch  # the training patch (the previews' tile)
         self.class_names = class_names  # the run's class names (for its previews)
         self.first_step = first_step  # the step a continued run starts from
-        self.copy_strokes = copy_strokes  # main thread: a fresh copy of the strokes
-        self.live_layers = list(live_layers)  # the layers whose painting joins the run
+        self.live = live  # LiveStrokes: the strokes painted during the run reach the worker
         self.stop = threading.Event()  # stop training, keep the best model, predict
         self.abandon = threading.Event()  # stop everything, show nothing (closing, removal)
         self.done = threading.Event()  # set by the worker as it ends
-        self.strokes = Latest()  # newer strokes for the worker
         self.region = None  # main thread -> worker: the block in view (three slices)
         self.full_preview = False  # main thread -> worker: predict everything at next step
         self.closing = False  # the window is closing: say nothing, touch nothing
@@ -83,10 +67,12 @@ def train_job(job: Job, image, labels, config, voxel_size, model=None, outputs=N
     """Train (with live previews), then predict the whole volume. Yields core events;
     returns ``(TrainResult, PredictResult | None)``."""
     outputs = outputs or {}
-    try:
+    try:  # read here, in the worker: the image as float32, the strokes (first take)
+        image, labels = resolve(image), resolve(labels)
+        kwargs = {key: resolve(value) for key, value in kwargs.items()}
         result = yield from iter_train(image, labels, config, model=model,
                                        voxel_size=voxel_size, should_stop=job.stop.is_set,
-                                       get_labels=job.strokes.take,
+                                       get_labels=None if job.live is None else job.live.take,
                                        preview_region=job.preview_region,
                                        preview_now=job.preview_now, **kwargs)
         if job.abandon.is_set():
@@ -144,10 +130,6 @@ class Session:
         self.viewer = viewer
         self._worker = None
         self._job: Job | None = None
-        self._strokes_timer = QTimer()  # copies strokes painted during training, when paused
-        self._strokes_timer.setSingleShot(True)
-        self._strokes_timer.setInterval(300)
-        self._strokes_timer.timeout.connect(self.send_strokes)
         viewer.layers.events.removed.connect(self._layer_removed)
         dims, cam = viewer.dims.events, camera(viewer).events
         for event in (dims.current_step, dims.ndisplay, dims.order, cam.center, cam.zoom):
@@ -176,9 +158,8 @@ class Session:
 
             job.task_id = register("napari-voxseg", Status.BUSY, job.kind,
                                    cancel_callback=self.abandon_quietly)
-        for layer in job.live_layers:
-            layer.events.paint.connect(self._strokes_changed)
-            layer.events.data.connect(self._strokes_changed)
+        if job.live is not None:  # before the worker's first read of the strokes
+            job.live.connect()
         self._worker = create_worker(function, *args, **kwargs, _start_thread=False,
                                      _ignore_errors=True, _connect=self._handlers())
         self._worker.start()
@@ -224,15 +205,6 @@ class Session:
         return True
 
     # ---- while training: strokes in, region in view, layers removed ------------------------
-    def _strokes_changed(self, _event=None) -> None:
-        self._strokes_timer.start()  # copied once painting pauses for 300 ms
-
-    def send_strokes(self) -> None:
-        """Hand the worker a copy of the strokes as they are now."""
-        job = self._job
-        if job is not None and job.copy_strokes is not None and not job.done.is_set():
-            job.strokes.put(job.copy_strokes())
-
     def follow_view(self, _event=None) -> None:
         """Tell a training run the region in view (for its next preview)."""
         job = self._job
@@ -272,10 +244,8 @@ class Session:
         self.finished.emit()
 
     def _end(self, job: Job) -> None:
-        self._strokes_timer.stop()
-        for layer in job.live_layers:
-            for event in (layer.events.paint, layer.events.data):
-                event.disconnect(self._strokes_changed)
+        if job.live is not None:
+            job.live.close()
         if job.bar is not None:
             job.bar.close()
             job.bar = None

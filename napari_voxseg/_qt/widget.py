@@ -200,7 +200,7 @@ class VoxSegWidget(Container):
             return
         job = Job("train", run.image_layer, run.layers, patch=run.patch,
                   class_names=run.inputs.names, first_step=run.first_step,
-                  copy_strokes=run.inputs.copy_strokes, live_layers=run.inputs.live_layers)
+                  live=run.inputs.live)
         self._start(job, train_job, job, run.image, run.inputs.labels, run.config,
                     run.voxel_size, total=run.config.iterations,
                     preview_every=float(self.preview_every.value) or math.inf,

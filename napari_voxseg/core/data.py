@@ -25,38 +25,10 @@ def check_image(image, *, name: str = "image", channels: int | None = None) -> n
     A ``(Z, Y, X)`` array gets a channel axis of length 1. ``channels``, when given, is the channel
     count a model expects.
     """
+    check_image_layout(image, name=name, channels=channels)
     array = np.asarray(image)
-    if array.dtype.kind not in "biuf":
-        raise VoxSegError(
-            f"{name} has dtype {array.dtype}, not numbers; load a grey-level volume "
-            "(integers or floats)"
-        )
     if array.ndim == 3:
         array = array[np.newaxis]
-    elif array.ndim == 4:
-        if channels is None and array.shape[0] > 16:
-            raise VoxSegError(
-                f"{name} is 4D ({_describe(array)}) with {array.shape[0]} channels on the first "
-                "axis; voxseg takes (Z, Y, X) or (C, Z, Y, X) with the channels first: "
-                "move the channel axis first (np.moveaxis) or select one channel"
-            )
-    elif array.ndim < 3:
-        raise VoxSegError(
-            f"{name} is {array.ndim}D ({_describe(array)}); voxseg segments 3D volumes (Z, Y, X): "
-            "open a stack of slices, or add a Z axis of length 1 (array[np.newaxis])"
-        )
-    else:
-        raise VoxSegError(
-            f"{name} is {array.ndim}D ({_describe(array)}); voxseg takes (Z, Y, X) or "
-            "(C, Z, Y, X): select one time point or drop the extra axes"
-        )
-    if 0 in array.shape:
-        raise VoxSegError(f"{name} is empty ({_describe(array)}); open a volume with voxels in it")
-    if channels is not None and array.shape[0] != channels:
-        raise VoxSegError(
-            f"{name} has {array.shape[0]} channel(s) but the model was trained on {channels}; "
-            f"give an image with {channels} channel(s) first, as (C, Z, Y, X)"
-        )
     array = array.astype(np.float32, copy=False)
     finite = np.isfinite(array)
     if not finite.all():
@@ -66,6 +38,48 @@ def check_image(image, *, name: str = "image", channels: int | None = None) -> n
             "(e.g. np.nan_to_num(image)) or crop them away"
         )
     return array
+
+
+def check_image_layout(image, *, name: str = "image", channels: int | None = None
+                       ) -> tuple[int, ...]:
+    """The ``(C, Z, Y, X)`` shape ``image`` (anything with a dtype and a shape) would have
+    as :func:`check_image` returns it, checked without reading a voxel (the finiteness of
+    the voxels is not)."""
+    array = image if hasattr(image, "dtype") and hasattr(image, "shape") else np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise VoxSegError(
+            f"{name} has dtype {array.dtype}, not numbers; load a grey-level volume "
+            "(integers or floats)"
+        )
+    shape = tuple(int(n) for n in array.shape)
+    ndim = len(shape)
+    if ndim == 3:
+        shape = (1, *shape)
+    elif ndim == 4:
+        if channels is None and shape[0] > 16:
+            raise VoxSegError(
+                f"{name} is 4D ({_describe(array)}) with {shape[0]} channels on the first "
+                "axis; voxseg takes (Z, Y, X) or (C, Z, Y, X) with the channels first: "
+                "move the channel axis first (np.moveaxis) or select one channel"
+            )
+    elif ndim < 3:
+        raise VoxSegError(
+            f"{name} is {ndim}D ({_describe(array)}); voxseg segments 3D volumes (Z, Y, X): "
+            "open a stack of slices, or add a Z axis of length 1 (array[np.newaxis])"
+        )
+    else:
+        raise VoxSegError(
+            f"{name} is {ndim}D ({_describe(array)}); voxseg takes (Z, Y, X) or "
+            "(C, Z, Y, X): select one time point or drop the extra axes"
+        )
+    if 0 in shape:
+        raise VoxSegError(f"{name} is empty ({_describe(array)}); open a volume with voxels in it")
+    if channels is not None and shape[0] != channels:
+        raise VoxSegError(
+            f"{name} has {shape[0]} channel(s) but the model was trained on {channels}; "
+            f"give an image with {channels} channel(s) first, as (C, Z, Y, X)"
+        )
+    return shape
 
 
 def percentiles(image: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -92,22 +92,28 @@ def check_multilabel(labels, spatial_shape: Sequence[int], *, num_classes: int |
     checked = []
     for volume, name in zip(volumes, names):
         array = _as_int_volume(volume, spatial_shape, name)
-        present = np.unique(array)
-        bad = present[(present < 0) | (present > PRESENT)]
-        if bad.size:
-            raise VoxSegError(f"{name} holds the value {int(bad[-1])}; multi-label annotations "
-                              "use 1 = absent and 2 = present (0 = not annotated)")
-        if PRESENT not in present:
-            raise VoxSegError(f"{name} has no 'present' strokes; paint with label 2 where the "
-                              "class is, and 1 where it is not")
-        if ABSENT not in present:
-            raise VoxSegError(f"{name} has no 'absent' strokes; paint with label 1 where the "
-                              "class is not, and 2 where it is")
+        check_layer_present(np.unique(array), name)
         checked.append(array.astype(np.uint8, copy=False))
     if num_classes is not None and len(checked) != int(num_classes):
         raise VoxSegError(f"{len(checked)} annotation layer(s) given but the model has "
                           f"{num_classes} classes; choose {num_classes} layers, one per class")
     return np.stack(checked), len(checked)
+
+
+def check_layer_present(values, name: str) -> None:
+    """One multi-label layer holding ``values``: only 0, 1 (absent) and 2 (present), with
+    strokes of both 1 and 2."""
+    present = np.asarray(values)
+    bad = present[(present < 0) | (present > PRESENT)]
+    if bad.size:
+        raise VoxSegError(f"{name} holds the value {int(bad[-1])}; multi-label annotations "
+                          "use 1 = absent and 2 = present (0 = not annotated)")
+    if PRESENT not in present:
+        raise VoxSegError(f"{name} has no 'present' strokes; paint with label 2 where the "
+                          "class is, and 1 where it is not")
+    if ABSENT not in present:
+        raise VoxSegError(f"{name} has no 'absent' strokes; paint with label 1 where the "
+                          "class is not, and 2 where it is")
 
 
 def check_regression(target, spatial_shape: Sequence[int], mask=None, *,
@@ -218,7 +224,14 @@ def check_labels(
             f"{name} hold negative values (min {int(array.min())}); use 0 for not annotated "
             "and 1..K for classes"
         )
-    present = np.unique(array)
+    return array, check_classes_present(np.unique(array), num_classes, name)
+
+
+def check_classes_present(values, num_classes: int | None, name: str = "labels") -> int:
+    """The class count K of strokes holding ``values`` (the distinct values painted, 0
+    included or not): at least two classes, at most MAX_CLASSES, none above
+    ``num_classes`` when given (else K is the largest painted)."""
+    present = np.asarray(values)
     present = present[present > 0]
     if present.size == 0:
         raise VoxSegError(
@@ -245,7 +258,7 @@ def check_labels(
                 f"{name} use class {largest} but the class count is {num_classes}; raise the "
                 f"class count to {largest} or erase the strokes of class {largest}"
             )
-    return array, num_classes if num_classes is not None else largest
+    return num_classes if num_classes is not None else largest
 
 
 def stroke_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -289,8 +302,8 @@ def check_weights_allowed(spec, task: str) -> None:
                           f"({spec!r} given); set class weights to none")
 
 
-def class_weights(spec, labels: np.ndarray, num_classes: int,
-                  task: str = "multiclass") -> np.ndarray | None:
+def class_weights(spec, labels: np.ndarray | None, num_classes: int,
+                  task: str = "multiclass", *, counts=None) -> np.ndarray | None:
     """Per-class loss weights from a spec.
 
     ``spec`` is ``None``/``"none"`` (no weights), ``"auto"``, ``"median"``, or weights
@@ -303,20 +316,26 @@ def class_weights(spec, labels: np.ndarray, num_classes: int,
       weights; ``auto`` is absent / present voxels per class (PyTorch's ``pos_weight``),
       ``median`` median-frequency balancing of the 'present' frequencies.
     - regression has no classes: only ``none``.
+
+    ``counts``: ``(positives, annotated)`` per class, when known, instead of ``labels``
+    (multi-class: the strokes per class and their total).
     """
     if no_weights(spec):
         return None
     check_weights_allowed(spec, task)
     if isinstance(spec, str) and spec.strip().lower() in ("auto", "median"):
         kind = spec.strip().lower()
-        if task_info(task).activation == "sigmoid":  # multilabel: positive weights
+        multilabel = task_info(task).activation == "sigmoid"  # positive weights
+        if counts is not None:
+            positives, annotated = (np.asarray(c) for c in counts)
+        elif multilabel:
             flat = np.asarray(labels).reshape(num_classes, -1)
             positives = (flat == 2).sum(axis=1)
             annotated = (flat > 0).sum(axis=1)
-            return _computed_weights(kind, positives, annotated, multilabel=True)
-        counts = stroke_counts(labels, num_classes)
-        total = np.full(num_classes, counts.sum())
-        return _computed_weights(kind, counts, total, multilabel=False)
+        else:
+            positives = stroke_counts(labels, num_classes)
+            annotated = np.full(num_classes, positives.sum())
+        return _computed_weights(kind, positives, annotated, multilabel=multilabel)
     if isinstance(spec, str):
         parts = [p for p in spec.replace(";", ",").split(",") if p.strip()]
         try:

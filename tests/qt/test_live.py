@@ -61,6 +61,21 @@ def test_previews_follow_the_view_and_new_strokes_join(live, qtbot):
     assert widget.previews[-1]["annotated"] == before + int(painted.sum())
     assert widget.last_train_event.annotated == before + int(painted.sum())
 
+    # A brush dab (napari records a masked box) joins too; an undo, which napari reports with
+    # no paint or data event, takes it away again.
+    with_line = np.count_nonzero(strokes.data)
+    strokes.brush_size = 6
+    strokes.paint((10, 70, 70), 2)
+    dab = np.count_nonzero(strokes.data) - with_line
+    assert dab > 0
+    count = len(widget.previews)
+    qtbot.waitUntil(lambda: len(widget.previews) > count + 1, timeout=60_000)
+    assert widget.last_train_event.annotated == before + int(painted.sum()) + dab
+    strokes.undo()
+    count = len(widget.previews)
+    qtbot.waitUntil(lambda: len(widget.previews) > count + 1, timeout=60_000)
+    assert widget.last_train_event.annotated == before + int(painted.sum())
+
     # Moving to another slice moves the preview there.
     viewer.dims.set_point(0, 40 * 0.5)
     count = len(widget.previews)

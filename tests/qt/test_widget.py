@@ -181,12 +181,39 @@ def test_class_weights_are_shown_and_follow_the_strokes(setup, qtbot):
     assert "strokes " + ", ".join(str(c) for c in counts) in shown
     widget.weights.value = "median"
     assert widget.weights_info.value != shown
-    # Painting more of class 3 changes the weights shown (after a short pause).
+    # Painting follows at once, from the stroke alone; an undo (napari sends no paint or
+    # data event for it) a moment later, from a recount.
     before = widget.weights_info.value
     strokes.selected_label = 3
     strokes.brush_size = 10
     strokes.paint((30, 60, 20), 3)
-    qtbot.waitUntil(lambda: widget.weights_info.value != before, timeout=5000)
+    after = np.bincount(strokes.data.ravel(), minlength=4)[1:]
+    assert "strokes " + ", ".join(str(c) for c in after) in widget.weights_info.value
+    strokes.undo()
+    qtbot.waitUntil(lambda: widget.weights_info.value == before, timeout=5000)
+
+
+def test_stroke_counts_follow_random_strokes_on_a_large_layer(setup, qtbot):
+    """Past a few million voxels the counts are made in a background thread; strokes keep
+    them right from their changes alone (equal to a full recount after many)."""
+    viewer, widget = setup
+    rng = np.random.default_rng(0)
+    big = np.zeros((40, 256, 512), np.uint8)  # 5.2 M voxels
+    big[5, 10:20, 10:200] = 1
+    big[9, 100:110, 10:200] = 2
+    layer = viewer.add_labels(big, name="big strokes")
+    widget.labels_choice.value = layer
+    qtbot.waitUntil(lambda: widget.weights_info.value.startswith("none (strokes"),
+                    timeout=10_000)
+    for _ in range(30):
+        layer.brush_size = int(rng.integers(1, 15))
+        coord = tuple(int(rng.integers(0, n)) for n in big.shape)
+        layer.paint(coord, int(rng.integers(0, 4)))
+    truth = np.bincount(layer.data.ravel(), minlength=4)[1:]
+    tally = widget.form.tallies.tally(layer)
+    assert [tally.count(v) for v in (1, 2, 3)] == truth.tolist()
+    k = int(np.flatnonzero(truth).max()) + 1
+    assert "strokes " + ", ".join(str(c) for c in truth[:k]) in widget.weights_info.value
 
 
 def _train_and_wait(widget, qtbot, iterations):
