@@ -56,7 +56,7 @@ class Form:
         self._build_outputs()
         # Voxels per label of the annotation layers, kept from the strokes (never a recount
         # of the volume on the main thread): the class weights and stroke counts shown.
-        self.tallies = Tallies()
+        self.tallies = Tallies(viewer)
         self.tallies.changed.connect(self.update_weights_info)
         self.task.changed.connect(self.follow_task)
         self.image_choice.changed.connect(self.channels.reset_choices)

@@ -129,9 +129,11 @@ def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[
                           "image plus 'More channels')")
     sources = [(layer.data, layer.name) for layer in layers]
 
-    def read():
-        parts = [check_image(data, name=name) for data, name in sources]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def read():  # (C, Z, Y, X); the core makes it float32 and checks the voxels (NaN...)
+        parts = [np.asarray(data).reshape(shape) for (data, _), shape in zip(sources, shapes)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([part.astype(np.float32, copy=False) for part in parts])
 
     return Later(read), (count, *shapes[0][1:])
 

@@ -43,15 +43,24 @@ def changes_of(event) -> list[Change] | None:
 
 class LayerWatch:
     """Calls ``on_changes(changes)`` for every stroke on ``layer`` and ``on_unknown()`` when
-    its data changed in ways napari did not detail (at most once per turn of the loop)."""
+    its data changed in ways napari did not detail (at most once per turn of the loop).
 
-    def __init__(self, layer, on_changes, on_unknown):
+    Painting sends ``set_data`` then ``labels_update`` for every dab; an undo sends
+    ``set_data`` alone: a ``set_data`` that the next ``set_data`` or the end of the turn
+    finds unexplained is such a change. Slicing sends ``set_data`` alone too: with the
+    ``viewer`` given, a move of its dims explains the ``set_data`` of its turn."""
+
+    def __init__(self, layer, on_changes, on_unknown, viewer=None):
         self.layer = layer
         self._on_changes, self._on_unknown = on_changes, on_unknown
-        self._suspect = False
+        self._suspect = self._seen = self._scheduled = self._slicing = False
         self._events = {layer.events.paint: self._painted, layer.events.data: self._replaced,
                         layer.events.set_data: self._set_data,
                         layer.events.labels_update: self._explained}
+        if viewer is not None:
+            dims = viewer.dims.events
+            for event in (dims.current_step, dims.ndisplay, dims.order):
+                self._events[event] = self._sliced
         for event, handler in self._events.items():
             event.connect(handler)
 
@@ -60,7 +69,6 @@ class LayerWatch:
             event.disconnect(handler)
 
     def _painted(self, event) -> None:
-        self._suspect = False
         changes = changes_of(event)
         if changes is None:
             self._on_unknown()
@@ -73,14 +81,26 @@ class LayerWatch:
     def _explained(self, _event=None) -> None:
         self._suspect = False
 
+    def _sliced(self, _event=None) -> None:
+        self._suspect, self._slicing = False, True  # this turn's set_data: the new slice
+        self._schedule()
+
     def _set_data(self, _event=None) -> None:
-        if not self._suspect:
-            self._suspect = True
+        if self._slicing:
+            return
+        self._seen = self._seen or self._suspect  # the one before was not painting's
+        self._suspect = True
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
             QTimer.singleShot(0, self._check)
 
     def _check(self) -> None:
-        if self._suspect:
-            self._suspect = False
+        unknown = self._suspect or self._seen
+        self._suspect = self._seen = self._scheduled = self._slicing = False
+        if unknown:
             self._on_unknown()
 
 
@@ -91,7 +111,8 @@ class Tallies:
 
     changed = Signal()
 
-    def __init__(self):
+    def __init__(self, viewer=None):
+        self._viewer = viewer
         self._tallies: dict[int, Tally] = {}
         self._watches: dict[int, LayerWatch] = {}
         self._layers: dict[int, object] = {}
@@ -118,7 +139,7 @@ class Tallies:
             self._layers[key] = layer
             self._watches[key] = LayerWatch(
                 layer, lambda changes, k=key: self._apply(k, changes),
-                lambda k=key: self._unknown(k))
+                lambda k=key: self._unknown(k), self._viewer)
             self._unknown(key, delay=False)
 
     def tally(self, layer) -> Tally | None:
@@ -202,9 +223,9 @@ class LiveStrokes:
         self.mirrors = [StrokeMirror(lambda layer=layer: layer.data) for layer in self.layers]
         self._watches: list[LayerWatch] = []
 
-    def connect(self) -> None:
-        """(Main thread) start following the layers' strokes."""
-        self._watches = [LayerWatch(layer, mirror.push, mirror.resync)
+    def connect(self, viewer=None) -> None:
+        """(Main thread) start following the layers' strokes (in ``viewer``)."""
+        self._watches = [LayerWatch(layer, mirror.push, mirror.resync, viewer)
                          for layer, mirror in zip(self.layers, self.mirrors)]
 
     def close(self) -> None:

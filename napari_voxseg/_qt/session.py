@@ -159,7 +159,7 @@ class Session:
             job.task_id = register("napari-voxseg", Status.BUSY, job.kind,
                                    cancel_callback=self.abandon_quietly)
         if job.live is not None:  # before the worker's first read of the strokes
-            job.live.connect()
+            job.live.connect(self.viewer)
         self._worker = create_worker(function, *args, **kwargs, _start_thread=False,
                                      _ignore_errors=True, _connect=self._handlers())
         self._worker.start()

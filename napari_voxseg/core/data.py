@@ -29,7 +29,10 @@ def check_image(image, *, name: str = "image", channels: int | None = None) -> n
     array = np.asarray(image)
     if array.ndim == 3:
         array = array[np.newaxis]
+    integers = array.dtype.kind in "biu"
     array = array.astype(np.float32, copy=False)
+    if integers:  # nothing to look for
+        return array
     finite = np.isfinite(array)
     if not finite.all():
         bad = int(array.size - np.count_nonzero(finite))

@@ -144,9 +144,9 @@ class Tally:
 class StrokeMirror:
     """A worker's own copy of an annotation volume, kept current from the changes the main
     thread sends (:meth:`push`, O(stroke)). :meth:`resync` asks for a fresh copy of the whole
-    array (the changes are unknown), made by the worker at its next :meth:`take`. Changes are
-    replayed in order after any copy: replaying an edit the copy already holds changes
-    nothing, so a copy taken while the user paints ends up right."""
+    array (the changes are unknown), made by the worker at its next :meth:`take`. Changes sent
+    since are replayed in order after the copy: replaying an edit the copy already holds
+    changes nothing, so a copy taken while the user paints ends up right."""
 
     def __init__(self, source):
         self._source = source  # () -> the painted array (read, never written)
@@ -160,8 +160,11 @@ class StrokeMirror:
             self._pending.extend(changes)
 
     def resync(self) -> None:
+        """The array changed in ways not told: copy it whole at the next take. Changes sent
+        before now are dropped (the copy holds them, or an undo took them back); changes sent
+        after are replayed on the copy."""
         with self._lock:
-            self._resync = True
+            self._resync, self._pending = True, []
 
     def take(self) -> np.ndarray | None:
         """(Worker) a new array with the strokes as they are now, or None if nothing changed

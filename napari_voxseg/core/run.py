@@ -87,16 +87,17 @@ class Run:
 
 
 def stage_previews(fitting, run_start: float, total: int, annotated: int, task: str):
-    """Run stage 1's fitting generator, yielding a :class:`PreviewEvent` (stage 1, the whole
-    volume) for each overlay it makes ready; returns its :class:`RunStage`."""
+    """Run stage 1's fitting generator, yielding a :class:`PreviewEvent` (stage 1, of the
+    whole volume or of the region in view) for each overlay it makes ready; returns its
+    :class:`RunStage`."""
     began = time.perf_counter()
     while True:
         try:
-            probs = next(fitting)
+            probs, region = next(fitting)
         except StopIteration as done:
             return done.value
         now = time.perf_counter()
-        region = tuple(slice(0, n) for n in probs.shape[1:])
+        region = region or tuple(slice(0, n) for n in probs.shape[1:])
         yield PreviewEvent(step=0, total=total, region=region,
                            result=PredictResult(labels=stage_labels(probs, task), task=task),
                            annotated=annotated, elapsed=now - run_start,
@@ -179,10 +180,11 @@ def _class_names(cfg: TrainConfig, count: int) -> list[str]:
 
 
 def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_reference,
-                resume, overlay: bool = False):
+                resume, overlay: bool = False, region=None):
     """Check everything and build what the loop needs; :class:`VoxSegError` before any work.
     A generator that returns the :class:`Run`: with two stages and ``overlay``, it yields
-    stage 1's first overlays (:class:`PreviewEvent`) while stage 1 fits."""
+    stage 1's first overlays (:class:`PreviewEvent`) while stage 1 fits; ``region()``: the
+    region in view, which the first overlay of a large volume covers first."""
     began = time.perf_counter()
     if resume is not None:
         if model is None:
@@ -212,8 +214,8 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     if cfg.two_stage:
         stage = yield from stage_previews(
             iter_fit_stage(image, target.data, target.num_outputs, voxel_size, seed=cfg.seed,
-                           overlay=overlay), began, cfg.iterations, target.annotated,
-            cfg.task)
+                           overlay=overlay, region=region),
+            began, cfg.iterations, target.annotated, cfg.task)
     prior = target.num_outputs if stage else 0
     model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,
                            prior)

@@ -200,7 +200,8 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
                mlp: Stage1Config | None = None, forest: ForestConfig | None = None,
                device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
-               threads: int | None = 1, quick: bool = False) -> Stage1:
+               threads: int | None = 1, quick: bool = False,
+               bounds: np.ndarray | None = None) -> Stage1:
     """Fit stage 1 on the strokes (Z, Y, X; 0 = not annotated, 1..K = classes) of a ``(C, Z,
     Y, X)`` image (or ``(Z, Y, X)``): the features of the blocks that hold strokes are computed
     (with their halo), then the forest (in scikit-learn's threads, one per core) and the MLP
@@ -208,7 +209,8 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
     settings (their seeds replaced by ``seed``). ``threads``: torch's CPU threads for the
     filters (see :func:`cpu_threads`; the MLP trains with ``mlp.threads``). ``quick``: the
     forest alone (about a second on the sample, the MLP takes a few: the first overlay while
-    the whole stage 1 fits; not for saving). Fitting needs scikit-learn; predicting does not."""
+    the whole stage 1 fits; not for saving). ``bounds``: the image's normalization, when
+    already known (:meth:`Stage1.bounds_of`). Fitting needs scikit-learn; predicting does not."""
     image = _as_image(image)
     strokes = np.asarray(strokes)
     if strokes.shape != image.shape[1:] or not np.issubdtype(strokes.dtype, np.integer):
@@ -219,11 +221,12 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
         raise VoxSegError("the strokes hold negative values; use 0 for unannotated voxels and "
                           "1..K for classes")
     scales = tuple(float(s) for s in scales)
-    painted = [(a, b) for a, b in _grid((0, 0, 0), image.shape[1:], block)
-               if strokes[tuple(map(slice, a, b))].any()]
+    painted = (_stroke_boxes(strokes) if quick else None) or [
+        (a, b) for a, b in _grid((0, 0, 0), image.shape[1:], block)
+        if strokes[tuple(map(slice, a, b))].any()]
     if not painted:
         raise VoxSegError("there are no strokes; paint at least two classes before training")
-    bounds = default_bounds(image)
+    bounds = default_bounds(image) if bounds is None else bounds
     generator = torch.Generator().manual_seed(seed)
     total = sum(np.prod(np.subtract(b, a)) for a, b in painted)
     xs, ys, samples = [], [], []
@@ -255,25 +258,46 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
     return Stage1(trees, params, k, image.shape[0], scales, _voxel(voxel_size))
 
 
+def _stroke_boxes(strokes: np.ndarray, most: int = 16) -> list | None:
+    """Per painted slice, the box around its strokes (one slice deep): where a quick fit
+    computes features (with their halo), a fraction of the 64-slice blocks a stroke touches.
+    None when more than ``most`` slices are painted."""
+    slices = np.flatnonzero(strokes.reshape(strokes.shape[0], -1).any(axis=1))
+    if slices.size > most:
+        return None
+    boxes = []
+    for z in slices:
+        ys, xs = (np.flatnonzero(strokes[z].any(axis=a)) for a in (1, 0))
+        boxes.append(((int(z), int(ys[0]), int(xs[0])),
+                      (int(z) + 1, int(ys[-1]) + 1, int(xs[-1]) + 1)))
+    return boxes
+
+
 def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, seed: int = 0,
                   num_classes: int | None = None, scales: Sequence[float] = DEFAULT_SCALES,
-                  budget: int = 256 << 20) -> np.ndarray:
+                  budget: int = 256 << 20, region: Sequence[slice] | None = None) -> np.ndarray:
     """The first overlay: the probabilities (K, Z, Y, X) of a forest alone (a quick stage 1,
     :data:`QUICK_TREES` trees) fitted on the strokes. When the whole volume's features fit in
     ``budget`` bytes they are computed once, for fitting and predicting (0.7 s on the
-    48x96x96 sample on one thread); else block by block, twice. Multi-label ``strokes`` (K, Z, Y, X;
-    per class 0 = none, 1 = absent, 2 = present): one forest per class, the probabilities
-    those of 'present'."""
+    48x96x96 sample on one thread); else, or when ``region`` (three slices) is given, the
+    forest is fitted on the features of the painted slices alone and predicts block by block,
+    only ``region`` when given (the probabilities are then those of the region).
+    Multi-label ``strokes`` (K, Z, Y, X; per class 0 = none, 1 = absent, 2 = present): one
+    forest per class, the probabilities those of 'present'."""
     image = _as_image(image)
     strokes = np.asarray(strokes)
     layers = list(strokes) if strokes.ndim == 4 else [strokes]
     k_given = 2 if strokes.ndim == 4 else num_classes  # a multi-label layer: absent, present
     scales = tuple(float(s) for s in scales)
     count = len(feature_names(image.shape[0], scales))
-    if count * 4 * int(np.prod(image.shape[1:])) > budget:
+    if region is not None or count * 4 * int(np.prod(image.shape[1:])) > budget:
+        bounds = default_bounds(image)
+        depth = None if region is None else region[0].stop - region[0].start
+        block = _BLOCK if depth is None or depth > 4 else (depth, 1024, 1024)  # a thin slab
         probs = [fit_stage1(image, layer, voxel_size, seed=seed, scales=scales, quick=True,
-                            num_classes=k_given,
-                            forest=ForestConfig(trees=QUICK_TREES)).predict_proba(image)
+                            num_classes=k_given, forest=ForestConfig(trees=QUICK_TREES),
+                            bounds=bounds).predict_proba(image, region, bounds=bounds,
+                                                         block=block)
                  for layer in layers]
     else:
         features = feature_block(image, (0, 0, 0), image.shape[1:], voxel_size=voxel_size,

@@ -32,7 +32,7 @@ class Target:
     task: str
     data: np.ndarray  # (Z,Y,X) int | (K,Z,Y,X) uint8 | (1,Z,Y,X) float32, NaN = unknown
     num_outputs: int
-    strata: np.ndarray  # (Z, Y, X) int32, 0 = not annotated
+    strata: np.ndarray  # (Z, Y, X) integers, 0 = not annotated
     fill: float = 0  # value for "not annotated" when padding
     scale: tuple[float, float] | None = None  # regression: (mean, std) of the known values
 
@@ -170,14 +170,14 @@ def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
     if task == "multiclass":
         data, k = check_labels(labels, spatial_shape, num_classes=num_classes,
                                name=name or "labels")
-        return Target(task, data, k, strata=np.asarray(data, dtype=np.int32))
+        return Target(task, data, k, strata=data)  # the strokes themselves (never written)
     if task == "multilabel":
         data, k = check_multilabel(labels, spatial_shape, num_classes=num_classes, names=names)
         # Balance patches over (class, absent/present); where classes overlap the last wins.
-        strata = np.zeros(data.shape[1:], dtype=np.int32)
+        strata = np.zeros(data.shape[1:], dtype=np.uint16)  # up to 2 * 255 + 2
         for i, volume in enumerate(data):
             annotated = volume > 0
-            strata[annotated] = 2 * i + volume[annotated].astype(np.int32)
+            strata[annotated] = 2 * i + volume[annotated].astype(np.uint16)
         return Target(task, data, k, strata=strata)
     values = check_regression(labels, spatial_shape, mask, name=name or "target")
     known = np.isfinite(values[0])
@@ -188,7 +188,7 @@ def prepare_target(task: str, labels, spatial_shape: Sequence[int], *,
     else:
         mean, std = scale
     standardized = ((values - np.float32(mean)) / np.float32(std)).astype(np.float32)
-    return Target(task, standardized, 1, strata=known.astype(np.int32), fill=np.nan,
+    return Target(task, standardized, 1, strata=known.astype(np.uint8), fill=np.nan,
                   scale=(mean, std))
 
 
@@ -219,7 +219,7 @@ def check_labels(
             f"{name} have shape {array.shape} but the image has shape {spatial_shape}; "
             "paint on a Labels layer made for this image ('New annotations')"
         )
-    if array.size and array.min() < 0:
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
         raise VoxSegError(
             f"{name} hold negative values (min {int(array.min())}); use 0 for not annotated "
             "and 1..K for classes"

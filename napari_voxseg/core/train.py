@@ -121,11 +121,13 @@ def _step(run: Run, step: int) -> float:
 
 
 # ---- strokes painted meanwhile, previews, bookkeeping ------------------------------------
-def _refresh_strokes(run: Run, fresh, overlay: bool):
+def _refresh_strokes(run: Run, fresh, region):
     """Train on newer strokes from now on (regression: a newer mask for the same target).
     Two stages: stage 1 is fitted again on them at once (a generator: its overlays are
     yielded), and the network meets its new probabilities at its next step. Strokes that
-    cannot be trained on (all erased, one class left) leave the run on the ones it had."""
+    cannot be trained on (all erased, one class left) leave the run on the ones it had.
+    ``region``: the region in view (a callable, as :func:`iter_train` takes it), None to
+    show nothing."""
     if fresh is None:
         return
     task, shape = run.task, run.normalized.shape[1:]
@@ -140,7 +142,7 @@ def _refresh_strokes(run: Run, fresh, overlay: bool):
         if run.stage is not None:
             stage = yield from stage_previews(iter_fit_stage(
                 run.image, target.data, target.num_outputs, run.voxel_size,
-                seed=run.cfg.seed, overlay=overlay,
+                seed=run.cfg.seed, overlay=region is not None, region=region,
                 held="split" if run.stage.held_out is None else
                 still_held(run.stage.held_out, target.data)),
                 run.start, run.cfg.iterations, target.annotated, task)
@@ -265,8 +267,9 @@ def iter_train(
     fetched first, so a preview always follows the strokes painted before it.
 
     Two stages (``config.two_stage``, the multi-class default): with ``preview_region`` given,
-    stage 1's whole-volume overlays come first (``PreviewEvent`` with ``stage`` 1, step 0),
-    before any step and again after each refit on newer strokes; while the network has not
+    stage 1's whole-volume overlays come first (``PreviewEvent`` with ``stage`` 1, step 0;
+    on a large volume the first covers the region in view alone, in seconds), before any
+    step and again after each refit on newer strokes; while the network has not
     beaten stage 1 on the held-out strokes, previews show stage 1's overlay. A
     :class:`~.events.ValidationEvent` follows each judging of the network (see :mod:`.judge`).
 
@@ -276,7 +279,7 @@ def iter_train(
     overlay = preview_region is not None
     run = yield from prepare_run(image, labels, config, model=model, voxel_size=voxel_size,
                                  mask=mask, boundary_reference=boundary_reference,
-                                 resume=resume, overlay=overlay)
+                                 resume=resume, overlay=overlay, region=preview_region)
     if resume is not None:
         restore_run(run, resume)
     run.start = last_preview = time.perf_counter()
@@ -291,7 +294,7 @@ def iter_train(
                 time.perf_counter() - last_preview >= preview_every
                 or (preview_now is not None and preview_now()))
             if get_labels is not None and (step % 10 == 0 or due):
-                yield from _refresh_strokes(run, get_labels(), overlay)
+                yield from _refresh_strokes(run, get_labels(), preview_region)
             if due:
                 event = _preview(run, step, preview_region(), should_stop)
                 last_preview = time.perf_counter()

@@ -87,26 +87,31 @@ def fit_any_stage1(image, strokes: np.ndarray, num_classes: int | None, voxel_si
 
 
 def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, voxel_size, *,
-                   seed: int = 0, overlay: bool = False, held="split"):
+                   seed: int = 0, overlay: bool = False, held="split", region=None):
     """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X; multi-label
     (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
     strokes out afresh, else the held-out strokes to keep (or None). With ``overlay`` it
-    yields stage 1's probabilities (K, Z, Y, X) as they become ready, to be shown: first the
-    forest's alone (about a second) on all the strokes, then the whole stage 1's (on the
+    yields ``(probabilities (K, z, y, x), region)`` as they become ready, to be shown: first
+    the forest's alone (about a second) on all the strokes, then the whole stage 1's (on the
     training strokes: what the U-Net is judged against; the saved model's stage 1 is fitted
-    on all of them at the end)."""
+    on all of them at the end). On a volume too large for the first to be quick, it covers
+    only the region in view (``region()``: three slices, or None) when one is given; else
+    ``region`` is the whole volume (None)."""
     from .stage1 import quick_overlay
     from .validation import score_probabilities, split_strokes
 
+    shown = None
+    if overlay:
+        where = _quick_region(region, image.shape[1:])
+        shown = quick_overlay(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
+                              region=where)
+        yield shown, where
+        shown = None if where is not None else shown
     if isinstance(held, str):
         train, held = split_strokes(strokes, seed)
     else:
         train = strokes if held is None else np.where(held > 0, 0, strokes).astype(
             strokes.dtype, copy=False)
-    shown = None
-    if overlay:
-        shown = quick_overlay(image, strokes, voxel_size, seed=seed, num_classes=num_classes)
-        yield shown
     model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed)
     if held is not None:
         choose_forest_weights(model, image, held)
@@ -119,8 +124,28 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
         stage.score = score_probabilities(probs, held)
     if overlay:
         stage.overlay = probs
-        yield probs
+        yield probs, None
     return stage
+
+
+# The first overlay of a volume of more voxels than this covers the region in view first,
+# and only its middle slice when the region has more than QUICK_REGION voxels.
+QUICK_VOXELS, QUICK_REGION = 1 << 21, 1 << 20
+
+
+def _quick_region(region, shape) -> tuple[slice, ...] | None:
+    """Where the first overlay goes: the whole volume when it is small, else the region in
+    view (its middle slice when the region itself is large), else the whole volume."""
+    if region is None or int(np.prod(shape)) <= QUICK_VOXELS:
+        return None
+    where = region()
+    if where is None:
+        return None
+    where = tuple(slice(*r.indices(n)[:2]) for r, n in zip(where, shape))
+    if int(np.prod([r.stop - r.start for r in where])) > QUICK_REGION:
+        middle = (where[0].start + where[0].stop) // 2
+        where = (slice(middle, middle + 1), *where[1:])
+    return where
 
 
 def final_stage(stage: RunStage, image, strokes, num_classes: int, voxel_size, *,

@@ -34,16 +34,32 @@ def split_strokes(strokes: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     held = np.zeros_like(strokes)
     structure = np.ones((3, 3, 3), dtype=bool)
-    for value in np.unique(strokes[strokes > 0]):
-        pieces, count = ndimage.label(strokes == value, structure=structure)
+    box = _bounding_box(strokes)  # strokes are few: label them there, not in the volume
+    if box is None:
+        return strokes.copy(), None
+    inside = strokes[box]
+    for value in np.unique(inside[inside > 0]):
+        pieces, count = ndimage.label(inside == value, structure=structure)
         if count < MIN_PIECES:
             continue
         take = min(MAX_HELD, max(1, int(round(HOLD_OUT * count))))
         chosen = rng.choice(np.arange(1, count + 1), size=take, replace=False)
-        held[np.isin(pieces, chosen)] = value
+        held[box][np.isin(pieces, chosen)] = value
     if not held.any():
         return strokes.copy(), None
     return np.where(held > 0, 0, strokes).astype(strokes.dtype, copy=False), held
+
+
+def _bounding_box(strokes: np.ndarray) -> tuple[slice, ...] | None:
+    """The box around the nonzero voxels (None if there are none)."""
+    ends = []
+    for axis in range(strokes.ndim):
+        rest = tuple(a for a in range(strokes.ndim) if a != axis)
+        found = np.flatnonzero(np.any(strokes, axis=rest))
+        if found.size == 0:
+            return None
+        ends.append(slice(int(found[0]), int(found[-1]) + 1))
+    return tuple(ends)
 
 
 def still_held(held: np.ndarray | None, strokes: np.ndarray) -> np.ndarray | None:

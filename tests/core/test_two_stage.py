@@ -169,3 +169,25 @@ def test_an_untrained_second_stage_predicts_what_the_first_does():
                                probs.clamp(1e-4, 1).sum(1, keepdim=True))
     with pytest.raises(VoxSegError, match="prior_channels"):
         architecture_from(in_channels=3, num_classes=3, prior_channels=3)
+
+
+def test_a_large_volume_s_first_overlay_covers_the_slice_in_view_first(small_volume,
+                                                                     monkeypatch):
+    """Past QUICK_VOXELS the first overlay is the region in view's middle slice (seconds on
+    256x512x512), fitted on the painted slices alone; then the whole stage 1 follows."""
+    import napari_voxseg.core.two_stage as two_stage_module
+    from napari_voxseg.core.stage1 import _stroke_boxes
+
+    image, truth, strokes = small_volume
+    monkeypatch.setattr(two_stage_module, "QUICK_VOXELS", 1000)
+    monkeypatch.setattr(two_stage_module, "QUICK_REGION", 1000)
+    asked = (slice(2, 14), slice(0, 32), slice(0, 32))
+    fitting = two_stage_module.iter_fit_stage(image[None], strokes, 2, None, overlay=True,
+                                              region=lambda: asked)
+    first, where = next(fitting)
+    assert where == (slice(8, 9), slice(0, 32), slice(0, 32))
+    assert first.shape == (2, 1, 32, 32)
+    assert (first.argmax(0)[0] + 1 == truth[8]).mean() > 0.9
+    whole, where = next(fitting)
+    assert where is None and whole.shape == (2, 16, 32, 32)
+    assert _stroke_boxes(strokes) == [((5, 2, 2), (6, 30, 30)), ((9, 2, 2), (10, 30, 30))]

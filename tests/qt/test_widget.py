@@ -271,3 +271,48 @@ def test_regression_gives_a_float_image_layer(make_napari_viewer, qtbot, tmp_pat
     widget.task.value = "multiclass"
     widget.load_model(tmp_path / "reg")
     assert widget.task.value == "regression"
+
+
+def test_a_training_worker_s_copy_follows_strokes_fills_and_undos(make_napari_viewer, qtbot):
+    """What LiveStrokes gives the worker equals the layer once painting stops, whatever was
+    done to it (brush, fill, points, undo, the whole data replaced), and never writes it."""
+    from napari_voxseg._qt.painting import LiveStrokes
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(3)
+    layer = viewer.add_labels(rng.integers(0, 3, (16, 40, 40)).astype(np.uint8))
+    live = LiveStrokes([layer])
+    resyncs = []
+    mirror_resync = live.mirrors[0].resync
+    live.mirrors[0].resync = lambda: (resyncs.append(1), mirror_resync())
+    live.connect(viewer)
+    first = live.take()
+    assert np.array_equal(first, layer.data)
+    for k in range(40):
+        coord = tuple(int(rng.integers(0, n)) for n in layer.data.shape)
+        value = int(rng.integers(0, 4))
+        action = k % 5
+        if action in (0, 1):
+            layer.brush_size = int(rng.integers(1, 9))
+            layer.paint(coord, value)
+        elif action == 2:
+            layer.fill(coord, value)
+        elif action == 3:
+            layer.data_setitem(tuple(rng.integers(0, n, 20) for n in layer.data.shape), value)
+        else:
+            layer.undo()
+        if k % 7 == 0:  # the worker takes now and then, while painting goes on
+            qtbot.wait(1)
+            live.take()
+    qtbot.wait(10)  # the turn of the event loop that tells an undo apart from slicing
+    seen = live.take()
+    latest = seen if seen is not None else live.mirrors[0].current()
+    assert np.array_equal(latest, layer.data)
+    assert resyncs  # the undos
+    resyncs.clear()
+    viewer.dims.set_current_step(0, 5)  # browsing is not a change
+    qtbot.wait(10)
+    assert not resyncs and live.take() is None
+    layer.data = np.zeros_like(layer.data)  # replaced whole
+    assert not live.take().any()
+    live.close()
