@@ -129,8 +129,9 @@ def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[
                           "image plus 'More channels')")
     sources = [(layer.data, layer.name) for layer in layers]
 
-    def read():  # (C, Z, Y, X); the core makes it float32 and checks the voxels (NaN...)
-        parts = [np.asarray(data).reshape(shape) for (data, _), shape in zip(sources, shapes)]
+    def read():  # (C, Z, Y, X); floats checked here (NaN...), to name the layer in a refusal
+        parts = [check_image(data, name=name) if data.dtype.kind == "f" else
+                 np.asarray(data).reshape(shape) for (data, name), shape in zip(sources, shapes)]
         if len(parts) == 1:
             return parts[0]
         return np.concatenate([part.astype(np.float32, copy=False) for part in parts])

@@ -194,8 +194,9 @@ def test_class_weights_are_shown_and_follow_the_strokes(setup, qtbot):
 
 
 def test_stroke_counts_follow_random_strokes_on_a_large_layer(setup, qtbot):
-    """Past a few million voxels the counts are made in a background thread; strokes keep
-    them right from their changes alone (equal to a full recount after many)."""
+    """Past a few million voxels the counts are made in a background thread; strokes and
+    fills keep them right from their changes alone, undos from a recount (equal to a full
+    recount after many)."""
     viewer, widget = setup
     rng = np.random.default_rng(0)
     big = np.zeros((40, 256, 512), np.uint8)  # 5.2 M voxels
@@ -205,10 +206,18 @@ def test_stroke_counts_follow_random_strokes_on_a_large_layer(setup, qtbot):
     widget.labels_choice.value = layer
     qtbot.waitUntil(lambda: widget.weights_info.value.startswith("none (strokes"),
                     timeout=10_000)
-    for _ in range(30):
+    for k in range(30):
         layer.brush_size = int(rng.integers(1, 15))
         coord = tuple(int(rng.integers(0, n)) for n in big.shape)
-        layer.paint(coord, int(rng.integers(0, 4)))
+        value = int(rng.integers(0, 4))
+        if k % 10 == 9:  # a fill of a painted region (its stroke's changes, all of them)
+            layer.fill((5, 15, 100), value)
+        elif k % 10 == 4:  # an undo: napari says nothing but set_data; counted again
+            layer.undo()
+            qtbot.wait(5)
+        else:
+            layer.paint(coord, value)
+    qtbot.waitUntil(lambda: widget.form.tallies.fresh, timeout=10_000)
     truth = np.bincount(layer.data.ravel(), minlength=4)[1:]
     tally = widget.form.tallies.tally(layer)
     assert [tally.count(v) for v in (1, 2, 3)] == truth.tolist()
