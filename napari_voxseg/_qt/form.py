@@ -45,7 +45,7 @@ class Form:
     # goes below them.
     FIELDS = ("image_choice", "channels", "task", "labels_choice", "multi_labels",
               "target_choice", "mask_choice", "new_labels_button", "classes", "loss",
-              "focal_gamma", "boundary_choice", "weights", "weights_info", "iterations",
+              "focal_gamma", "boundary_choice", "weights", "weights_info", "live", "iterations",
               "learning_rate", "network", "two_stage", "device", "preview_every", "ground_truth")
     OUTPUTS = ("want_probabilities", "want_uncertainty", "resample", "outputs")
 
@@ -114,6 +114,10 @@ class Form:
                                 tooltip="auto: a 2D U-Net applied slice by slice when the "
                                         "stack has fewer slices than a 3D patch, else a 3D "
                                         "U-Net whose pooling follows the voxel size (scale)")
+        self.live = CheckBox(text="Live overlay", value=False,
+                             tooltip="Before Train: as you paint, stage 1's quick forest is "
+                                     "fitted again on the strokes and its prediction shown "
+                                     "(the whole volume when small, else the slice in view)")
         self.two_stage = CheckBox(text="Two stages", value=True,
                                   tooltip="An instant per-voxel classifier (stage 1) fitted on "
                                           "the strokes is the first overlay; the U-Net learns "
@@ -220,6 +224,7 @@ class Form:
         self.multi_labels.visible = task == "multilabel"
         self.target_choice.visible = self.mask_choice.visible = task_info(task).takes_mask
         self.weights.visible = self.weights_info.visible = task_info(task).has_classes
+        self.live.visible = task in ("multiclass", "multilabel")
         self.new_labels_button.text = "New mask" if task == "regression" else "New annotations"
         self.focal_gamma.visible = loss is not None and LOSSES[loss].gamma
         self.boundary_choice.visible = loss == "boundary_ce"

@@ -174,10 +174,16 @@ class ResultLayers:
         return self._add(image_layer, name, data, kind)
 
     def _add(self, image_layer, name: str, data: np.ndarray, kind: str):
+        """Add the layer, leaving the layer the user had selected (the brush's) selected."""
         scale, translate = spatial(image_layer)
+        active = self.viewer.layers.selection.active
         if kind == "image":
-            return self.viewer.add_image(data, name=name, scale=scale, translate=translate,
-                                         colormap="viridis", blending="additive", opacity=0.7,
-                                         contrast_limits=limits(data))
-        return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                      opacity=0.5)
+            layer = self.viewer.add_image(data, name=name, scale=scale, translate=translate,
+                                          colormap="viridis", blending="additive",
+                                          opacity=0.7, contrast_limits=limits(data))
+        else:
+            layer = self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
+                                           opacity=0.5)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        return layer

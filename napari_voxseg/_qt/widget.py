@@ -35,6 +35,7 @@ from ..core.tasks import task_of
 from . import inputs
 from .dialogs import ask_model_folder, ask_save_folder
 from .form import Form
+from .live_overlay import LiveOverlay
 from .report import RunReport
 from .results import ResultLayers, class_names
 from .session import Job, Session, predict_blocks_job, predict_job, scratch_store, train_job
@@ -72,6 +73,7 @@ class VoxSegWidget(Container):
         self.session = Session(napari_viewer)
         self.results = ResultLayers(napari_viewer, self._protected, self._class_names)
         self.report = RunReport(napari_viewer, self.session, self.results, self.form)
+        self.live_overlay = LiveOverlay(napari_viewer, self.form, self.session, self.results)
         self.progress, self.status, self.curve = (self.report.progress, self.report.status,
                                                   self.report.curve)
         self._build_controls()

@@ -325,3 +325,30 @@ def test_a_training_worker_s_copy_follows_strokes_fills_and_undos(make_napari_vi
     layer.data = np.zeros_like(layer.data)  # replaced whole
     assert not live.take().any()
     live.close()
+
+
+def test_the_live_overlay_follows_the_brush_before_train(setup, qtbot):
+    """Live overlay: each stroke refits stage 1's quick forest in the background and shows
+    its prediction; the strokes are only read, and the brush stays on the strokes layer."""
+    viewer, widget = setup
+    strokes = viewer.layers[f"{SAMPLE} strokes"]
+    truth = viewer.layers[f"{SAMPLE} ground truth"].data
+    viewer.layers.selection.active = strokes
+    widget.live.value = True
+    qtbot.waitUntil(lambda: widget.live_overlay.shown >= 1, timeout=30_000)
+    prediction = viewer.layers[f"{SAMPLE} prediction"]
+    assert viewer.layers.selection.active is strokes
+    assert (prediction.data == truth).mean() > 0.8
+    before = strokes.data.copy()
+    strokes.brush_size = 6
+    strokes.paint((30, 60, 20), 3)
+    painted = strokes.data.copy()
+    shown = widget.live_overlay.shown
+    qtbot.waitUntil(lambda: widget.live_overlay.shown > shown, timeout=30_000)
+    np.testing.assert_array_equal(strokes.data, painted)
+    assert (painted != before).any()
+    widget.live.value = False  # off: painting shows nothing more
+    shown = widget.live_overlay.shown
+    strokes.paint((30, 20, 20), 1)
+    qtbot.wait(1500)
+    assert widget.live_overlay.shown == shown and not widget.running
