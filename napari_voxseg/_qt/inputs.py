@@ -130,7 +130,7 @@ def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[
     sources = [(layer.data, layer.name) for layer in layers]
 
     def read():  # (C, Z, Y, X); floats checked here (NaN...), to name the layer in a refusal
-        parts = [check_image(data, name=name) if data.dtype.kind == "f" else
+        parts = [check_image(data, name=name) if np.dtype(data.dtype).kind == "f" else
                  np.asarray(data).reshape(shape) for (data, name), shape in zip(sources, shapes)]
         if len(parts) == 1:
             return parts[0]

@@ -3,9 +3,10 @@
 With **Live overlay** ticked, every stroke (a moment after painting pauses) fits stage 1's
 quick forest again on the strokes, in a background thread, and shows its prediction in the
 '<image> prediction' layer: of the whole volume when it is small (under 2 M voxels: about a
-second on the sample), else of the slice in view (and again when the view moves). Nothing
-runs while a training run does (it refits stage 1 itself on new strokes), strokes that cannot
-be fitted yet (one class painted) show nothing, and the annotation layers are only read.
+second on the sample), else of the slice in view (and again when the view moves). A run
+(Train, Predict) unticks it, so that the model's prediction is not replaced by stage 1's
+(training refits stage 1 itself on new strokes); strokes that cannot be fitted yet (one class
+painted) show nothing, and the annotation layers are only read.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ class LiveOverlay:
         job = self._job()
         if job is None:
             return
-        self._worker = create_worker(job, _start_thread=False)
-        self._worker.returned.connect(self._show)
-        self._worker.errored.connect(lambda _exc: None)  # e.g. strokes changed meanwhile
+        runs = self.session.runs
+        # Errors (strokes changed meanwhile, a NaN image...) show nothing: Train tells them.
+        self._worker = create_worker(job, _start_thread=False, _ignore_errors=True)
+        self._worker.returned.connect(lambda value: self._show(value, runs))
         self._worker.finished.connect(self._done)
         self._worker.start()
 
@@ -119,10 +121,11 @@ class LiveOverlay:
 
         return job
 
-    def _show(self, value) -> None:
+    def _show(self, value, runs: int) -> None:
         image_layer, labels, task, region = value
-        if not self.enabled or self.session.running or image_layer not in self.viewer.layers:
-            return
+        if (not self.enabled or self.session.running or self.session.runs != runs
+                or image_layer not in self.viewer.layers):
+            return  # a run started since: its result is newer
         self.results.show_result(image_layer, PredictResult(labels=labels, task=task),
                                  region=region)
         self.shown += 1

@@ -3,10 +3,9 @@
 napari's ``paint`` event (at the end of a stroke, a fill or a polygon) carries the edit as
 history atoms: a masked box (``slice_key``, ``mask``, ``old_values``, ``new_value``) or an
 ``(indices, old_values, new_values)`` tuple. Undo and redo change the data with no ``paint``
-or ``data`` event, only ``set_data`` (which slicing also sends, but painting sends together
-with ``labels_update``): a ``set_data`` that no ``labels_update`` or ``paint`` follows in the
-same turn of the event loop means "changed in ways we were not told", and the watchers count
-or copy again, off the main thread.
+or ``data`` event, only ``set_data`` (which slicing and every dab of a stroke also send): a
+``set_data`` outside a drag of the mouse that no ``paint`` explains means "changed in ways
+we were not told", and the watchers count or copy again, off the main thread.
 """
 
 from __future__ import annotations
@@ -45,30 +44,45 @@ class LayerWatch:
     """Calls ``on_changes(changes)`` for every stroke on ``layer`` and ``on_unknown()`` when
     its data changed in ways napari did not detail (at most once per turn of the loop).
 
-    Painting sends ``set_data`` then ``labels_update`` for every dab; an undo sends
-    ``set_data`` alone: a ``set_data`` that the next ``set_data`` or the end of the turn
-    finds unexplained is such a change. Slicing sends ``set_data`` alone too: with the
-    ``viewer`` given, a move of its dims explains the ``set_data`` of its turn."""
+    A stroke sends ``set_data`` for every dab while the mouse is down, then ``paint``; a
+    ``paint`` from code follows its ``set_data``. An undo sends ``set_data`` alone: a
+    ``set_data`` outside a drag that no ``paint`` follows in the same turn of the event loop
+    (or that another ``set_data`` follows first) is such a change. Slicing sends ``set_data``
+    alone too: with the ``viewer`` given, a move of its dims explains the ``set_data`` of its
+    turn."""
 
     def __init__(self, layer, on_changes, on_unknown, viewer=None):
         self.layer = layer
         self._on_changes, self._on_unknown = on_changes, on_unknown
         self._suspect = self._seen = self._scheduled = self._slicing = False
         self._events = {layer.events.paint: self._painted, layer.events.data: self._replaced,
-                        layer.events.set_data: self._set_data,
-                        layer.events.labels_update: self._explained}
+                        layer.events.set_data: self._set_data}
         if viewer is not None:
             dims = viewer.dims.events
             for event in (dims.current_step, dims.ndisplay, dims.order):
                 self._events[event] = self._sliced
         for event, handler in self._events.items():
             event.connect(handler)
+        # napari writes a stroke into the data as the mouse moves and tells it at the release:
+        # a count made meanwhile would hold part of it, and the stroke again when told.
+        self.painting, self.strokes = False, 0
+        layer.mouse_drag_callbacks.insert(0, self._drag)  # before the brush's first dab
+
+    def _drag(self, _layer, event):
+        self.painting, self.strokes = True, self.strokes + 1
+        yield
+        while event.type == "mouse_move":
+            yield
+        self.painting = False
 
     def close(self) -> None:
         for event, handler in self._events.items():
             event.disconnect(handler)
+        if self._drag in self.layer.mouse_drag_callbacks:
+            self.layer.mouse_drag_callbacks.remove(self._drag)
 
     def _painted(self, event) -> None:
+        self._suspect = False  # the set_data before it was this edit's
         changes = changes_of(event)
         if changes is None:
             self._on_unknown()
@@ -78,15 +92,12 @@ class LayerWatch:
     def _replaced(self, _event=None) -> None:
         self._on_unknown()
 
-    def _explained(self, _event=None) -> None:
-        self._suspect = False
-
     def _sliced(self, _event=None) -> None:
         self._suspect, self._slicing = False, True  # this turn's set_data: the new slice
         self._schedule()
 
     def _set_data(self, _event=None) -> None:
-        if self._slicing:
+        if self._slicing or self.painting:  # a new slice; a stroke (told at its end)
             return
         self._seen = self._seen or self._suspect  # the one before was not painting's
         self._suspect = True
@@ -165,6 +176,8 @@ class Tallies:
         self.changed.emit()
 
     def _unknown(self, key: int, delay: bool = True) -> None:
+        if key not in self._watches:  # a check left over from a layer no longer watched
+            return
         self._due.add(key)
         if delay:
             self._timer.start()
@@ -175,29 +188,42 @@ class Tallies:
         for key in list(self._due):
             if key in self._workers:  # one count at a time per layer: again when it ends
                 continue
+            if self._watches[key].painting:  # after the stroke (its paint event restarts us)
+                self._timer.start()
+                continue
             self._due.discard(key)
             tally = self._tallies.get(key)
-            self._start_count(key, None if tally is None else tally.version)
+            self._start_count(key, (None if tally is None else tally.version,
+                                    self._watches[key].strokes))
 
-    def _start_count(self, key: int, version) -> None:
+    def _start_count(self, key: int, token) -> None:
         layer = self._layers[key]
         if getattr(layer.data, "size", SYNC_COUNT_VOXELS + 1) <= SYNC_COUNT_VOXELS:
-            self._counted(key, version, count_values(layer.data))  # a few ms at most
+            self._counted(key, token, count_values(layer.data))  # a few ms at most
             return
-        worker = create_worker(count_values, layer.data, _start_thread=False)
-        worker.returned.connect(lambda counts, k=key, v=version: self._counted(k, v, counts))
+        worker = create_worker(count_values, layer.data, _start_thread=False,
+                               _ignore_errors=True)
+        worker.returned.connect(lambda counts, k=key, t=token: self._counted(k, t, counts))
         worker.finished.connect(lambda k=key: self._count_ended(k))
         self._workers[key] = worker
         worker.start()
 
-    def _counted(self, key: int, version, counts) -> None:
-        if key not in self._watches or counts is None:
+    def _counted(self, key: int, token, counts) -> None:
+        """A count started at ``token`` (the tally's version, the strokes begun) is taken
+        unless a stroke began, ended or goes on since: then counted again."""
+        watch = self._watches.get(key)
+        if watch is None or counts is None:
             return
+        version, strokes = token
         tally = self._tallies.get(key)
-        if tally is None:
+        if watch.painting or watch.strokes != strokes:
+            self._due.add(key)
+            self._timer.start()
+        elif tally is None:
             self._tallies[key] = Tally(counts)
         elif not tally.replace(counts, version):
             self._due.add(key)  # painted meanwhile: count again
+            self._timer.start()
         self.changed.emit()
 
     def _count_ended(self, key: int) -> None:

@@ -130,6 +130,7 @@ class Session:
         self.viewer = viewer
         self._worker = None
         self._job: Job | None = None
+        self.runs = 0  # runs started so far (a result computed before one is older)
         viewer.layers.events.removed.connect(self._layer_removed)
         dims, cam = viewer.dims.events, camera(viewer).events
         for event in (dims.current_step, dims.ndisplay, dims.order, cam.center, cam.zoom):
@@ -149,6 +150,7 @@ class Session:
         """Run ``function(*args, **kwargs)`` (a generator) in a worker as ``job``. ``total``:
         the training steps, shown in napari's progress indicator."""
         self._job = job
+        self.runs += 1
         if total:  # napari's own progress indicator (bottom right), for training steps
             job.bar = progress(total=total, desc="VoxSeg training")
             job.bar.update(job.first_step)

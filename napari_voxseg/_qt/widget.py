@@ -253,6 +253,7 @@ class VoxSegWidget(Container):
             self.report.say("stopping...")
 
     def _start(self, job: Job, function, *args, total: int = 0, **kwargs) -> None:
+        self.live.value = False  # the run's result is not to be replaced by stage 1's
         self.report.begin(training=job.kind == "train", continued=job.first_step > 0)
         self.session.start(job, function, *args, total=total, **kwargs)
         self._refresh_buttons()

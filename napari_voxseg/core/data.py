@@ -49,7 +49,7 @@ def check_image_layout(image, *, name: str = "image", channels: int | None = Non
     as :func:`check_image` returns it, checked without reading a voxel (the finiteness of
     the voxels is not)."""
     array = image if hasattr(image, "dtype") and hasattr(image, "shape") else np.asarray(image)
-    if array.dtype.kind not in "biuf":
+    if np.dtype(array.dtype).kind not in "biuf":
         raise VoxSegError(
             f"{name} has dtype {array.dtype}, not numbers; load a grey-level volume "
             "(integers or floats)"

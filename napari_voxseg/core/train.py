@@ -293,10 +293,12 @@ def iter_train(
             due = preview_region is not None and step > run.first and (
                 time.perf_counter() - last_preview >= preview_every
                 or (preview_now is not None and preview_now()))
+            asked = preview_region() if due else None  # asked once: a request is consumed
             if get_labels is not None and (step % 10 == 0 or due):
-                yield from _refresh_strokes(run, get_labels(), preview_region)
+                yield from _refresh_strokes(run, get_labels(), (lambda r=asked: r) if due
+                                            else preview_region)
             if due:
-                event = _preview(run, step, preview_region(), should_stop)
+                event = _preview(run, step, asked, should_stop)
                 last_preview = time.perf_counter()
                 if event is not None:
                     yield event
