@@ -19,17 +19,22 @@ def _describe(array) -> str:
     return f"shape {tuple(array.shape)}, dtype {array.dtype}"
 
 
-def check_image(image, *, name: str = "image", channels: int | None = None) -> np.ndarray:
+def check_image(image, *, name: str = "image", channels: int | None = None,
+                keep_integers: bool = False) -> np.ndarray:
     """Return ``image`` as float32 ``(C, Z, Y, X)`` or raise :class:`VoxSegError`.
 
     A ``(Z, Y, X)`` array gets a channel axis of length 1. ``channels``, when given, is the channel
-    count a model expects.
+    count a model expects. ``keep_integers``: an integer image is returned as it is (a view
+    with the channel axis), for a reader that converts block by block (no float32 copy of a
+    large volume; the values are the same).
     """
     check_image_layout(image, name=name, channels=channels)
     array = np.asarray(image)
     if array.ndim == 3:
         array = array[np.newaxis]
     integers = array.dtype.kind in "biu"
+    if integers and keep_integers and array.dtype.kind != "b":
+        return array
     array = array.astype(np.float32, copy=False)
     if integers:  # nothing to look for
         return array

@@ -195,7 +195,7 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     cfg = (config or TrainConfig()).checked()
     voxel_size = _check_voxel_size(voxel_size)
     known = _check_model_fits(model, cfg.task, labels, cfg.num_classes, cfg.two_stage)
-    image = check_image(image, channels=None if model is None else
+    image = check_image(image, keep_integers=True, channels=None if model is None else
                         image_channels(model.config))
     cfg, layout = plan_config(cfg, image.shape[1:], voxel_size, architecture=None
                               if model is None else model.config["architecture"])
