@@ -352,3 +352,35 @@ def test_the_live_overlay_follows_the_brush_before_train(setup, qtbot):
     strokes.paint((30, 20, 20), 1)
     qtbot.wait(1500)
     assert widget.live_overlay.shown == shown and not widget.running
+
+
+def test_a_count_made_while_a_stroke_is_painted_is_not_taken(setup, qtbot):
+    """napari writes a stroke into the data as the mouse moves and tells it (``paint``) at the
+    release: a background count made meanwhile would hold part of it, and the stroke again
+    when told. Such a count is put off until the stroke has ended."""
+    from types import SimpleNamespace
+
+    viewer, widget = setup
+    big = np.zeros((40, 256, 512), np.uint8)  # past the size counted on the spot
+    big[5, 10:20, 10:200] = 1
+    big[9, 100:110, 10:200] = 2
+    layer = viewer.add_labels(big, name="big strokes")
+    widget.labels_choice.value = layer
+    tallies = widget.form.tallies
+    qtbot.waitUntil(lambda: tallies.fresh and tallies.tally(layer) is not None, timeout=10_000)
+    watch = tallies._watches[id(layer)]
+    event = SimpleNamespace(type="mouse_press")
+    drag = watch._drag(layer, event)
+    next(drag)  # the mouse goes down: a stroke begins
+    where = (np.full(50, 20), np.full(50, 30), np.arange(50))
+    old = layer.data[where].copy()
+    layer.data[where] = 3  # the brush writes as it moves...
+    tallies._unknown(id(layer))  # ...while a count falls due (after an undo, say)
+    qtbot.wait(1200)  # the count would have run by now
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(drag)
+    layer.events.paint(value=[(where, old, np.uint8(3))])  # the stroke, told at the release
+    qtbot.waitUntil(lambda: tallies.fresh, timeout=10_000)
+    truth = np.bincount(layer.data.ravel(), minlength=4)
+    assert [tallies.tally(layer).count(v) for v in range(4)] == truth.tolist()
