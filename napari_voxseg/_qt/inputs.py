@@ -92,27 +92,14 @@ class PredictionRun:
 
 
 def input_image(form: Form, image_layer, channels: int | None = None) -> np.ndarray:
-    """The image and the chosen extra channels, as one float32 (C, Z, Y, X) array.
+    """The image and the chosen extra channels, as one float32 (C, Z, Y, X) array, read now.
     ``channels``: the count a model takes (checked, with advice)."""
-    extra = [layer for layer in (form.channels.value or []) if layer is not image_layer]
-    parts = [check_image(layer.data, name=layer.name) for layer in [image_layer, *extra]]
-    for layer, part in zip(extra, parts[1:]):
-        if part.shape[1:] != parts[0].shape[1:]:
-            raise VoxSegError(f"channel layer {layer.name} has shape {part.shape[1:]}, not "
-                              f"the image's {parts[0].shape[1:]}; choose layers of the "
-                              "same shape under 'More channels'")
-    image = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if channels is not None and image.shape[0] != channels:
-        raise VoxSegError(f"the model takes {channels} channel(s) but {image_layer.name}"
-                          f"{' with the chosen channels' if extra else ''} has "
-                          f"{image.shape[0]}; choose {channels} channel(s) in all (the "
-                          "image plus 'More channels')")
-    return image
+    return np.asarray(image_reader(form, image_layer, channels)[0].get(), dtype=np.float32)
 
 
 def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[Later, tuple]:
-    """What :func:`input_image` gives, read later by the worker, and its (C, Z, Y, X) shape,
-    checked now (shapes and channel counts: no voxel is read)."""
+    """The image and the chosen extra channels, read later (by the worker), and their
+    (C, Z, Y, X) shape, checked now (shapes and channel counts: no voxel is read)."""
     extra = [layer for layer in (form.channels.value or []) if layer is not image_layer]
     layers = [image_layer, *extra]
     shapes = [check_image_layout(layer.data, name=layer.name) for layer in layers]

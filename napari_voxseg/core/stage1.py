@@ -265,11 +265,12 @@ def _stroke_boxes(strokes: np.ndarray, most: int = 16) -> list | None:
     slices = np.flatnonzero(strokes.reshape(strokes.shape[0], -1).any(axis=1))
     if slices.size > most:
         return None
+    from .validation import bounding_box
+
     boxes = []
     for z in slices:
-        ys, xs = (np.flatnonzero(strokes[z].any(axis=a)) for a in (1, 0))
-        boxes.append(((int(z), int(ys[0]), int(xs[0])),
-                      (int(z) + 1, int(ys[-1]) + 1, int(xs[-1]) + 1)))
+        ys, xs = bounding_box(strokes[z])
+        boxes.append(((int(z), ys.start, xs.start), (int(z) + 1, ys.stop, xs.stop)))
     return boxes
 
 

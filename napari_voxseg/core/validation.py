@@ -34,7 +34,7 @@ def split_strokes(strokes: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     held = np.zeros_like(strokes)
     structure = np.ones((3, 3, 3), dtype=bool)
-    box = _bounding_box(strokes)  # strokes are few: label them there, not in the volume
+    box = bounding_box(strokes)  # strokes are few: label them there, not in the volume
     if box is None:
         return strokes.copy(), None
     inside = strokes[box]
@@ -50,7 +50,7 @@ def split_strokes(strokes: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nd
     return np.where(held > 0, 0, strokes).astype(strokes.dtype, copy=False), held
 
 
-def _bounding_box(strokes: np.ndarray) -> tuple[slice, ...] | None:
+def bounding_box(strokes: np.ndarray) -> tuple[slice, ...] | None:
     """The box around the nonzero voxels (None if there are none)."""
     ends = []
     for axis in range(strokes.ndim):
