@@ -167,133 +167,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from .core import VoxSegError, iter_predict, load_model, run_to_end, write_volume
-    from .core.card import image_channels
-    from .core.data import check_image
-    from .core.outputs import check_outputs
-
-    outputs = [args.out, args.probabilities, args.uncertainty]
-    # before any work: no output over an input, over another output, or (without
-    # --overwrite) over an existing file
-    check_outputs([(p, None) for p in outputs], inputs=[args.model, args.image],
-                  overwrite=args.overwrite)
-    if any(Path(p).suffix.lower() == ".zarr" for p in filter(None, [args.image, *outputs])):
-        return _predict_blocks(args)
-    if args.scheduler:
-        raise VoxSegError("--scheduler runs block-wise prediction, which reads and writes "
-                          ".zarr; give a .zarr image or .zarr outputs")
-    model = load_model(args.model, device=args.device)
-    image, voxel = _read_image(args.image, args.channel_axis)
-    if args.voxel_size:
-        voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    image = check_image(image, channels=image_channels(model.config))
-    _warn_voxel_size(model, voxel, args.resample)  # only for an image the model can take
-    bar = Progress("predict")
-    result = run_to_end(iter_predict(model, image, overlap=args.overlap,
-                                     batch_size=args.batch_size, precision=args.precision,
-                                     voxel_size=voxel, resample=args.resample,
-                                     probabilities=bool(args.probabilities),
-                                     uncertainty=bool(args.uncertainty)),
-                        lambda e: bar.update(e.done, e.total))
-    bar.close()
-    voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
-                      else None)
-    write_volume(args.out, result.output, voxel, overwrite=args.overwrite)
-    if args.probabilities:
-        write_volume(args.probabilities, result.probabilities, voxel, overwrite=args.overwrite)
-    if args.uncertainty:
-        write_volume(args.uncertainty, result.uncertainty, voxel, overwrite=args.overwrite)
-    _report(args.out, result, model)
-    return 0
-
-
-def _warn_voxel_size(model, voxel, resample: bool) -> None:
-    from .core.infer import voxel_mismatch
-
-    message = voxel_mismatch(model, voxel)
-    if message and resample:
-        print("note: the image's voxel size differs from the model's; predicting at the "
-              "model's voxel size and resampling the results back (--resample)",
-              file=sys.stderr)
-    elif message:
-        print(f"warning: {message} (add --resample)", file=sys.stderr)
-
-
-def _predict_blocks(args) -> int:
-    """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
-    from .core import VoxSegError, load_model, run_to_end
-    from .core.blocks import iter_predict_blocks, open_zarr
-
-    for target in filter(None, (args.out, args.probabilities, args.uncertainty)):
-        if Path(target).suffix.lower() != ".zarr":
-            raise VoxSegError(f"{Path(target).name}: with a .zarr image or output, every output "
-                              "is a zarr store; name them *.zarr")
-    model = load_model(args.model, device=args.device)
-    if args.resample:
-        raise VoxSegError("--resample works on volumes in memory, not block-wise (.zarr); "
-                          "resample the volume first, or give a .tif/.npy/.nii.gz image and "
-                          "outputs")
-    if Path(args.image).suffix.lower() == ".zarr":
-        image = open_zarr(args.image)
-        voxel = image.attrs.get("voxel_size") if hasattr(image, "attrs") else None
-        if args.channel_axis is not None:
-            raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
-                              "first (C, Z, Y, X) or says where they are (OME-Zarr)")
-    else:
-        image, voxel = _read_image(args.image, args.channel_axis)
-    if args.voxel_size:
-        voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    _warn_voxel_size(model, voxel, False)
-    voxel = voxel or model.config.get("voxel_size")
-    block = tuple(int(v) for v in _floats(args.block, 3, "--block")) if args.block else None
-    client = None
-    if args.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise VoxSegError("--scheduler needs dask.distributed: pip install "
-                              "'napari-voxseg[cluster]'") from None
-        try:
-            client = Client(args.scheduler, timeout="20s")
-        except OSError as exc:
-            raise VoxSegError(f"cannot reach the dask scheduler at {args.scheduler} ({exc}); "
-                              "check the address (tcp://host:8786)") from None
-    bar = Progress("predict (blocks)")
-    try:
-        written = run_to_end(
-            iter_predict_blocks(model, image, args.out, probabilities=args.probabilities,
-                                uncertainty=args.uncertainty, block_shape=block,
-                                overlap=args.overlap, batch_size=args.batch_size,
-                                voxel_size=voxel, client=client, precision=args.precision,
-                                overwrite=args.overwrite),
-            lambda e: bar.update(e.done, e.total))
-    finally:
-        if client is not None:
-            client.close()
-    bar.close()
-    print("wrote " + ", ".join(str(p) for p in written.values()))
-    return 0
-
-
-def _report(out, result, model) -> None:
-    import numpy as np
-
-    if result.task == "regression":
-        values = result.values
-        print(f"wrote {out} (shape {values.shape}, values {values.min():.4g} to "
-              f"{values.max():.4g})")
-    elif result.task == "multilabel":
-        names = [c.get("name", "?") for c in model.config["classes"]]
-        share = ", ".join(f"{n} {100 * np.mean(v == 2):.1f}%" for n, v in zip(names,
-                                                                              result.labels))
-        print(f"wrote {out} (shape {result.labels.shape}, 1 = absent, 2 = present; "
-              f"present: {share})")
-    else:
-        counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
-        print(f"wrote {out} (shape {result.labels.shape}, voxels per class {counts})")
-
-
 def cmd_evaluate(args) -> int:
     from .core import dice_per_class, iou_per_class, read_volume
     from .core.metrics import multilabel_dice, regression_errors
@@ -340,6 +213,8 @@ def cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .cli_predict import cmd_predict
+
     parser = build_parser(train=cmd_train, predict=cmd_predict, evaluate=cmd_evaluate,
                           demo=cmd_demo)
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     from .core.device import DEVICES, PRECISIONS
     from .core.infer import DEFAULT_OVERLAP
     from .core.losses import losses_for
+    from .core.paths import READ_SUFFIXES, WRITE_SUFFIXES
     from .core.tasks import DEFAULT_LOSS, TASKS
     from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
 
@@ -99,13 +100,27 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
     p.set_defaults(func=commands["train"])
 
-    p = sub.add_parser("predict", help="label a volume with a saved model")
+    p = sub.add_parser("predict", help="label volumes with a saved model: one image (--out "
+                                       "FILE) or many (--out-dir DIR)")
     p.add_argument("model", help="model folder")
-    p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
-    p.add_argument("--out", required=True, help="labels file to write (1..K)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help=f"volumes ({', '.join(READ_SUFFIXES + ('.zarr',))})")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="predict every volume in DIR/images (or in DIR when it has no "
+                        "images/ folder)")
+    p.add_argument("--out", default=None, help="labels file to write (1..K), for one image")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="folder for the predictions of several images, named as the images; "
+                        "images whose prediction is there already are skipped (see "
+                        "--overwrite), and a file that fails is reported, the rest go on "
+                        "(exit 1)")
+    p.add_argument("--out-format", default=None, metavar="SUFFIX",
+                   help=f"with --out-dir: {', '.join(WRITE_SUFFIXES)} (default: each image's "
+                        "own)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (never an input; a .zarr folder only "
-                        "if voxseg wrote it)")
+                        "if voxseg wrote it); with --out-dir, predict images again whose "
+                        "prediction exists")
     p.add_argument("--probabilities", default=None, help="also write (K, Z, Y, X) probabilities")
     p.add_argument("--uncertainty", default=None,
                    help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "

@@ -1,0 +1,305 @@
+"""``python -m napari_voxseg predict``: one image (``--out FILE``) or many (``--out-dir DIR``,
+images listed or ``--dataset DIR``), the model loaded once.
+
+Many images: one line per file with its time, files whose outputs exist skipped unless
+``--overwrite``, a file that fails reported without stopping the others, a summary at the end,
+exit 1 when any failed. Everything that can be checked without reading the images (the model,
+every output's place) is checked before the first one is predicted (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_SOME_FAILED = 1
+
+
+@dataclass
+class Outputs:
+    """Where one image's results go (None: not written)."""
+
+    out: Path
+    probabilities: Path | None = None
+    uncertainty: Path | None = None
+    extra: dict = field(default_factory=dict)  # e.g. instances
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.out, self.probabilities, self.uncertainty,
+                            *self.extra.values()) if p is not None]
+
+
+def cmd_predict(args) -> int:
+    from .core import VoxSegError
+
+    images = [Path(p) for p in args.images]
+    if args.dataset:
+        from .core.datasets import dataset_images
+
+        if images:
+            raise VoxSegError("give images or --dataset, not both")
+        images = dataset_images(args.dataset)
+    if not images:
+        raise VoxSegError("no image given; name one or more images, or --dataset DIR")
+    if (args.out is None) == (args.out_dir is None):
+        raise VoxSegError("give --out FILE for one image or --out-dir DIR for several"
+                          if args.out is None else "give --out or --out-dir, not both")
+    if args.out is not None:
+        if len(images) > 1 or args.dataset:
+            raise VoxSegError(f"--out names one file but {len(images)} images are given; use "
+                              "--out-dir DIR for several")
+        return _predict_one(args, images[0])
+    return _predict_many(args, images)
+
+
+def _check_single(args, image: Path, outputs: Outputs):
+    from .core.outputs import check_outputs
+
+    # before any work: no output over an input, over another output, or (without
+    # --overwrite) over an existing file
+    check_outputs([(p, None) for p in outputs.paths()], inputs=[args.model, image],
+                  overwrite=args.overwrite)
+
+
+def _predict_one(args, image: Path) -> int:
+    from .core import load_model
+
+    outputs = Outputs(Path(args.out), _path(args.probabilities), _path(args.uncertainty))
+    _check_single(args, image, outputs)
+    blockwise = _blockwise(image, outputs)
+    if not blockwise and args.scheduler:
+        from .core import VoxSegError
+
+        raise VoxSegError("--scheduler runs block-wise prediction, which reads and writes "
+                          ".zarr; give a .zarr image or .zarr outputs")
+    model = load_model(args.model, device=args.device)
+    summary = predict_file(args, model, image, outputs, bar=True)
+    print(f"wrote {summary}")
+    return 0
+
+
+def _path(text) -> Path | None:
+    return Path(text) if text else None
+
+
+def _blockwise(image: Path, outputs: Outputs) -> bool:
+    return any(p.suffix.lower() == ".zarr" for p in (image, *outputs.paths()))
+
+
+def planned_outputs(args, images: list[Path]) -> list[Outputs]:
+    """Each image's outputs in ``--out-dir``: the image's name, in ``--out-format`` when given
+    (default: the image's own format)."""
+    from .core import VoxSegError
+    from .core.paths import stem_of, suffix_of
+
+    if args.probabilities or args.uncertainty:
+        raise VoxSegError("--probabilities and --uncertainty name one file each; with "
+                          "--out-dir predict labels only, or run one image at a time")
+    folder = Path(args.out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise VoxSegError(f"--out-dir {folder} is a file; give a folder (it is created if "
+                          "missing)")
+    fmt = args.out_format
+    if fmt:
+        fmt = fmt if fmt.startswith(".") else "." + fmt
+    return [Outputs(folder / f"{stem_of(image)}{fmt or suffix_of(image)}") for image in images]
+
+
+def _predict_many(args, images: list[Path]) -> int:
+    from .core import load_model
+    from .core.outputs import check_outputs
+
+    plans = planned_outputs(args, images)
+    todo = [(i, p) for i, p in zip(images, plans)
+            if args.overwrite or not any(q.exists() for q in p.paths())]
+    # Before any work: every output has a sound place, none is an input or another output.
+    with _out_dir(Path(args.out_dir)):
+        inputs = [args.model, *images]
+        # none is an input, even one skipped as done; then those to write, as asked
+        check_outputs([(q, None) for p in plans for q in p.paths()], inputs=inputs,
+                      overwrite=True)
+        check_outputs([(q, None) for _, p in todo for q in p.paths()], inputs=inputs,
+                      overwrite=args.overwrite)
+        model = load_model(args.model, device=args.device)
+    began, done, skipped, failed = time.perf_counter(), 0, 0, []
+    n = len(images)
+    for k, (image, plan) in enumerate(zip(images, plans), start=1):
+        head = f"[{k}/{n}] {image.name}"
+        if (image, plan) not in todo:
+            skipped += 1
+            print(f"{head}: skipped, {plan.out} exists (--overwrite to predict it again)",
+                  flush=True)
+            continue
+        start = time.perf_counter()
+        try:
+            summary = predict_file(args, model, image, plan, bar=False)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad file never stops the others
+            failed.append(image.name)
+            print(f"{head}: failed: {_reason(exc)}", flush=True)
+            continue
+        done += 1
+        print(f"{head} -> {summary}  {time.perf_counter() - start:.1f} s", flush=True)
+    total = time.perf_counter() - began
+    line = (f"predicted {done}, skipped {skipped}, failed {len(failed)} of {n} images in "
+            f"{total:.1f} s")
+    print(line + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+@contextmanager
+def _out_dir(folder: Path):
+    """Create ``folder`` (its parent must exist) for the checks before any work; a check that
+    fails removes it again when it was made here."""
+    from .core import VoxSegError
+
+    if not folder.parent.is_dir():
+        raise VoxSegError(f"--out-dir {folder}: folder {folder.parent} does not exist; create "
+                          "it or choose another place")
+    made = not folder.exists()
+    if made:
+        folder.mkdir()
+    try:
+        yield
+    except BaseException:
+        if made:
+            folder.rmdir()
+        raise
+
+
+def _reason(exc: BaseException) -> str:
+    from .core import VoxSegError
+
+    if isinstance(exc, VoxSegError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; predict it block-wise (a .zarr image or --out-format zarr)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> str:
+    """Predict ``image`` with ``model`` into ``outputs``; a one-line summary of what was
+    written."""
+    if _blockwise(image, outputs):
+        return _predict_blocks(args, model, image, outputs, bar)
+    from .cli import Progress, _floats, _read_image
+    from .core import iter_predict, run_to_end, write_volume
+    from .core.card import image_channels
+    from .core.data import check_image
+
+    image_array, voxel = _read_image(image, args.channel_axis)
+    if args.voxel_size:
+        voxel = _floats(args.voxel_size, 3, "--voxel-size")
+    image_array = check_image(image_array, channels=image_channels(model.config))
+    _warn_voxel_size(model, voxel, args.resample)  # only for an image the model can take
+    progress = Progress("predict") if bar else None
+    result = run_to_end(iter_predict(model, image_array, overlap=args.overlap,
+                                     batch_size=args.batch_size, precision=args.precision,
+                                     voxel_size=voxel, resample=args.resample,
+                                     probabilities=outputs.probabilities is not None,
+                                     uncertainty=outputs.uncertainty is not None),
+                        (lambda e: progress.update(e.done, e.total)) if progress else None)
+    if progress:
+        progress.close()
+    voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
+                      else None)
+    write_volume(outputs.out, result.output, voxel, overwrite=args.overwrite)
+    if outputs.probabilities:
+        write_volume(outputs.probabilities, result.probabilities, voxel,
+                     overwrite=args.overwrite)
+    if outputs.uncertainty:
+        write_volume(outputs.uncertainty, result.uncertainty, voxel, overwrite=args.overwrite)
+    return f"{outputs.out} ({_describe(result, model)})"
+
+
+def _warn_voxel_size(model, voxel, resample: bool) -> None:
+    from .core.infer import voxel_mismatch
+
+    message = voxel_mismatch(model, voxel)
+    if message and resample:
+        print("note: the image's voxel size differs from the model's; predicting at the "
+              "model's voxel size and resampling the results back (--resample)",
+              file=sys.stderr)
+    elif message:
+        print(f"warning: {message} (add --resample)", file=sys.stderr)
+
+
+def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> str:
+    """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
+    from .cli import Progress, _floats, _read_image
+    from .core import VoxSegError, run_to_end
+    from .core.blocks import iter_predict_blocks, open_zarr
+
+    for target in outputs.paths():
+        if target.suffix.lower() != ".zarr":
+            raise VoxSegError(f"{target.name}: with a .zarr image or output, every output "
+                              "is a zarr store; name them *.zarr")
+    if args.resample:
+        raise VoxSegError("--resample works on volumes in memory, not block-wise (.zarr); "
+                          "resample the volume first, or give a .tif/.npy/.nii.gz image and "
+                          "outputs")
+    if image.suffix.lower() == ".zarr":
+        source = open_zarr(image)
+        voxel = source.attrs.get("voxel_size") if hasattr(source, "attrs") else None
+        if args.channel_axis is not None:
+            raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
+                              "first (C, Z, Y, X) or says where they are (OME-Zarr)")
+    else:
+        source, voxel = _read_image(image, args.channel_axis)
+    if args.voxel_size:
+        voxel = _floats(args.voxel_size, 3, "--voxel-size")
+    _warn_voxel_size(model, voxel, False)
+    voxel = voxel or model.config.get("voxel_size")
+    block = tuple(int(v) for v in _floats(args.block, 3, "--block")) if args.block else None
+    client = _client(args.scheduler)
+    progress = Progress("predict (blocks)") if bar else None
+    try:
+        written = run_to_end(
+            iter_predict_blocks(model, source, outputs.out, probabilities=outputs.probabilities,
+                                uncertainty=outputs.uncertainty, block_shape=block,
+                                overlap=args.overlap, batch_size=args.batch_size,
+                                voxel_size=voxel, client=client, precision=args.precision,
+                                overwrite=args.overwrite),
+            (lambda e: progress.update(e.done, e.total)) if progress else None)
+    finally:
+        if client is not None:
+            client.close()
+    if progress:
+        progress.close()
+    return ", ".join(str(p) for p in written.values())
+
+
+def _client(address):
+    if not address:
+        return None
+    from .core import VoxSegError
+
+    try:
+        from distributed import Client
+    except ImportError:
+        raise VoxSegError("--scheduler needs dask.distributed: pip install "
+                          "'napari-voxseg[cluster]'") from None
+    try:
+        return Client(address, timeout="20s")
+    except OSError as exc:
+        raise VoxSegError(f"cannot reach the dask scheduler at {address} ({exc}); "
+                          "check the address (tcp://host:8786)") from None
+
+
+def _describe(result, model) -> str:
+    import numpy as np
+
+    if result.task == "regression":
+        values = result.values
+        return f"shape {values.shape}, values {values.min():.4g} to {values.max():.4g}"
+    if result.task == "multilabel":
+        names = [c.get("name", "?") for c in model.config["classes"]]
+        share = ", ".join(f"{n} {100 * np.mean(v == 2):.1f}%" for n, v in zip(names,
+                                                                              result.labels))
+        return f"shape {result.labels.shape}, 1 = absent, 2 = present; present: {share}"
+    counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
+    return f"shape {result.labels.shape}, voxels per class {counts}"
