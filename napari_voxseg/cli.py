@@ -59,19 +59,24 @@ def _floats(text: str, count: int, what: str) -> tuple[float, ...]:
 def _read_image(path, channel_axis: int | None):
     """The image and its voxel size, channels first: as the file marks them, or moved from
     ``channel_axis`` (for files that do not say, e.g. a .npy saved as Z, Y, X, C)."""
-    import numpy as np
-
     from .core import read_volume
-    from .core.errors import VoxSegError
 
     image, voxel = read_volume(path)
+    return _move_channels(image, channel_axis, path), voxel
+
+
+def _move_channels(image, channel_axis: int | None, path):
+    import numpy as np
+
+    from .core.errors import VoxSegError
+
     if channel_axis is not None:
         if image.ndim != 4 or not -4 <= channel_axis < 4:
             raise VoxSegError(f"--channel-axis {channel_axis}: {Path(path).name} has shape "
                               f"{image.shape}; give the axis (0 to 3) of a 4D image that "
                               "holds its channels")
         image = np.moveaxis(image, channel_axis, 0)
-    return image, voxel
+    return image
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -137,6 +137,10 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                         "about 16M voxels)")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="the image's channel axis, for 4D files that do not say")
+    p.add_argument("--time-axis", type=int, default=None, metavar="N",
+                   help="the image is a time series with time on axis N (for files that do "
+                        "not say; OME-TIFF, ImageJ TIFF and 4D NIfTI series are found): each "
+                        "frame is predicted and the results keep the time axis first")
     p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
     p.add_argument("--resample", action="store_true",
                    help="when the image's voxel size differs from the model's, predict at the "

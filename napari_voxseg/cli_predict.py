@@ -186,33 +186,43 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
     written."""
     if _blockwise(image, outputs):
         return _predict_blocks(args, model, image, outputs, bar)
-    from .cli import Progress, _floats, _read_image
+    from .cli import Progress, _floats, _move_channels
     from .core import iter_predict, run_to_end, write_volume
     from .core.card import image_channels
     from .core.data import check_image
+    from .core.series import iter_predict_series, read_series
 
-    image_array, voxel = _read_image(image, args.channel_axis)
+    array, voxel, series = read_series(image, args.time_axis, args.channel_axis)
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    image_array = check_image(image_array, channels=image_channels(model.config))
+    channels = image_channels(model.config)
+    if series:  # frame by frame
+        check_image(array[0], channels=channels)
+        label = f"predict {len(array)} frames"
+        run = iter_predict_series
+    else:
+        array = check_image(_move_channels(array, args.channel_axis, image), channels=channels)
+        label, run = "predict", iter_predict
     _warn_voxel_size(model, voxel, args.resample)  # only for an image the model can take
-    progress = Progress("predict") if bar else None
-    result = run_to_end(iter_predict(model, image_array, overlap=args.overlap,
-                                     batch_size=args.batch_size, precision=args.precision,
-                                     voxel_size=voxel, resample=args.resample,
-                                     probabilities=outputs.probabilities is not None,
-                                     uncertainty=outputs.uncertainty is not None),
-                        (lambda e: progress.update(e.done, e.total)) if progress else None)
+    progress = Progress(label) if bar else None
+
+    def show(e):
+        done = (e.frame * e.total + e.done, e.frames * e.total) if series else (e.done, e.total)
+        progress.update(*done)
+
+    result = run_to_end(run(model, array, overlap=args.overlap, batch_size=args.batch_size,
+                            precision=args.precision, voxel_size=voxel, resample=args.resample,
+                            probabilities=outputs.probabilities is not None,
+                            uncertainty=outputs.uncertainty is not None),
+                        show if progress else None)
     if progress:
         progress.close()
     voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
                       else None)
-    write_volume(outputs.out, result.output, voxel, overwrite=args.overwrite)
-    if outputs.probabilities:
-        write_volume(outputs.probabilities, result.probabilities, voxel,
-                     overwrite=args.overwrite)
-    if outputs.uncertainty:
-        write_volume(outputs.uncertainty, result.uncertainty, voxel, overwrite=args.overwrite)
+    for path, values in ((outputs.out, result.output), (outputs.probabilities,
+                         result.probabilities), (outputs.uncertainty, result.uncertainty)):
+        if path:
+            write_volume(path, values, voxel, overwrite=args.overwrite, time=series)
     return f"{outputs.out} ({_describe(result, model)})"
 
 

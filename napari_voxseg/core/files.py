@@ -22,12 +22,12 @@ from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F4
 from .zarrs import open_zarr_levels
 
 
-def read_nifti(path: Path):
+def read_nifti(path: Path, time: bool = False):
     """A NIfTI volume as (Z, Y, X) in RAS+ orientation (reoriented to the closest canonical
     axes), its voxel size (Z, Y, X) and that canonical affine; :class:`VoxSegError` with one
-    line for a damaged file or a series."""
+    line for a damaged file or a series (with ``time``, a series is (T, Z, Y, X))."""
     try:
-        return _read_nifti(Path(path))
+        return _read_nifti(Path(path), time)
     except VoxSegError:
         raise
     except Exception as exc:  # nibabel raises its own kinds for damaged files
@@ -36,11 +36,17 @@ def read_nifti(path: Path):
                           "completely") from None
 
 
-def _read_nifti(path: Path):
+def _read_nifti(path: Path, time: bool = False):
     import nibabel as nib
 
     img = nib.load(str(path))
     shape = tuple(img.shape)
+    if time and len(shape) == 4:
+        canonical = nib.as_closest_canonical(img)
+        array = np.ascontiguousarray(np.asanyarray(canonical.dataobj).transpose(3, 2, 1, 0))
+        zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
+        voxel = tuple(zooms[::-1]) if all(np.isfinite(zooms)) and min(zooms) > 0 else None
+        return array, voxel, np.asarray(canonical.affine, dtype=float)
     if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1):
         raise VoxSegError(f"{path.name} is a {len(shape)}D series {shape} (e.g. time points); "
                           "voxseg segments one 3D volume: extract one (e.g. fslroi or "
@@ -57,10 +63,11 @@ def _read_nifti(path: Path):
     return array, voxel, np.asarray(canonical.affine, dtype=float)
 
 
-def _write_nifti(target: str, array: np.ndarray, voxel_size, affine=None) -> None:
+def _write_nifti(target: str, array: np.ndarray, voxel_size, affine=None,
+                 time: bool = False) -> None:
     import nibabel as nib
 
-    if array.ndim != 3:
+    if array.ndim != 3 and not (array.ndim == 4 and time):
         raise VoxSegError(f"NIfTI output takes one (Z, Y, X) volume; this one is "
                           f"{array.ndim}D {array.shape}: write it as .tif, .npy or .zarr")
     if array.dtype.kind == "b":
@@ -68,7 +75,7 @@ def _write_nifti(target: str, array: np.ndarray, voxel_size, affine=None) -> Non
     if affine is None:
         z, y, x = (float(v) for v in (voxel_size or (1.0, 1.0, 1.0)))
         affine = np.diag([x, y, z, 1.0])
-    image = nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)),
+    image = nib.Nifti1Image(np.ascontiguousarray(array.transpose(*range(array.ndim)[::-1])),
                             np.asarray(affine, float))
     image.header.set_xyzt_units("mm")
     nib.save(image, target)
@@ -94,43 +101,68 @@ def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
     return (z, float(y), float(x))
 
 
-def _imagej_axes(array: np.ndarray, series) -> tuple[np.ndarray, int | None]:
+def _imagej_axes(array: np.ndarray, series, path: Path, time: bool = False
+                 ) -> tuple[np.ndarray, dict]:
     """Undo tifffile's squeeze for ImageJ files: keep Z (even of length 1), channels first;
-    and the channel axis (0) when there are channels."""
+    and the channel axis (0) when there are channels. Time points (T > 1) are refused, or
+    with ``time`` put first: (T, [C,] Z, Y, X)."""
     axes, shape = series.get_axes(False), series.get_shape(False)
     keep = [(a, n) for a, n in zip(axes, shape) if a in "ZYX" or n > 1]
     array = array.reshape([n for _, n in keep])
     names = "".join(a for a, _ in keep)
-    if "C" in names:
-        return np.moveaxis(array, names.index("C"), 0), 0
-    return array, None
+    _refuse_series(path, [f"{a}={n}" for a, n in keep if a not in "ZCYX" and not
+                          (time and a == "T")])
+    order = [names.index(a) for a in "TCZYX" if a in names]
+    array = np.moveaxis(array, order, list(range(len(order))))
+    return array, {"channel_axis": (1 if "T" in names else 0) if "C" in names else None,
+                   "time_axis": 0 if "T" in names else None}
 
 
-def _info(voxel_size, channel_axis=None, channel_names=None) -> dict:
+def _refuse_series(path: Path, extra: list[str]) -> None:
+    if extra:
+        raise VoxSegError(f"{path.name} is a series ({', '.join(extra)} besides Z, C, Y, X; "
+                          "e.g. time points); voxseg trains on one 3D volume: save one time "
+                          "point (e.g. in Fiji, Image > Duplicate), or predict the series "
+                          "frame by frame with `predict` (add --time-axis N if the file does "
+                          "not say which axis is time)")
+
+
+def _info(voxel_size, channel_axis=None, channel_names=None, time_axis=None) -> dict:
     return {"voxel_size": voxel_size, "channel_axis": channel_axis,
-            "channel_names": channel_names}
+            "channel_names": channel_names, "time_axis": time_axis}
 
 
-def _ome_tiff(tif, path: Path) -> tuple[np.ndarray, dict]:
+def _ome_tiff(tif, path: Path, time: bool = False) -> tuple[np.ndarray, dict]:
     """An OME-TIFF's first image as (Z, Y, X) or (C, Z, Y, X), with the voxel size from
-    PhysicalSize{Z,Y,X} and the channel names; a time series is refused."""
-    import tifffile
+    PhysicalSize{Z,Y,X} and the channel names; a time series is refused, or with ``time``
+    read as (T, [C,] Z, Y, X)."""
 
     series = tif.series[0]
     axes, shape = series.get_axes(False), series.get_shape(False)
     array = series.asarray().reshape(shape)
     if "S" in axes and shape[axes.index("S")] > 1 and shape[axes.index("C")] == 1:
         axes = axes.replace("C", "c").replace("S", "C")  # RGB samples are the channels
-    extra = [f"{a}={n}" for a, n in zip(axes, shape) if a not in "ZCYX" and n > 1]
-    if extra:
-        raise VoxSegError(f"{path.name} is a series ({', '.join(extra)} besides Z, C, Y, X; "
-                          "e.g. time points); voxseg segments one 3D volume: save one time "
-                          "point (e.g. in Fiji, Image > Duplicate) and open that")
-    keep = [i for i, a in enumerate(axes) if a in "ZCYX"]
+    series_of = time and "T" in axes and shape[axes.index("T")] > 1
+    _refuse_series(path, [f"{a}={n}" for a, n in zip(axes, shape) if a not in "ZCYX" and n > 1
+                          and not (series_of and a == "T")])
+    keep = [i for i, a in enumerate(axes) if a in "ZCYX" or (series_of and a == "T")]
     array = array.reshape([shape[i] for i in keep])
     names = "".join(axes[i] for i in keep)
-    array = np.moveaxis(array, [names.index(a) for a in "CZYX"], [0, 1, 2, 3])
-    info: dict = {"voxel_size": None, "channel_axis": None, "channel_names": None}
+    if not series_of:  # one time point: a plain (C, Z, Y, X) volume
+        array = np.moveaxis(array, [names.index(a) for a in "CZYX"], [0, 1, 2, 3])
+        return _ome_metadata(tif, array, _info(None))
+    array = np.moveaxis(array, [names.index(a) for a in "TCZYX"], [0, 1, 2, 3, 4])
+    _, info = _ome_metadata(tif, array[0], _info(None))
+    squeeze = array.shape[1] == 1
+    info.update(time_axis=0, channel_axis=None if squeeze else 1)
+    return (array[:, 0] if squeeze else array), info
+
+
+def _ome_metadata(tif, array: np.ndarray, info: dict) -> tuple[np.ndarray, dict]:
+    """The voxel size and channel names of an OME-TIFF (C, Z, Y, X) array; a single
+    channel dropped."""
+    import tifffile
+
     try:
         image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
         pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
@@ -160,10 +192,12 @@ def read_volume(path) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     return array, info["voxel_size"]
 
 
-def read_volume_info(path) -> tuple[np.ndarray, dict]:
+def read_volume_info(path, *, time: bool = False) -> tuple[np.ndarray, dict]:
     """Read one array and what the file says about it: ``voxel_size`` (Z, Y, X) or None,
     ``channel_axis`` (0 when the file marks the first axis as channels, else None) and
-    ``channel_names`` (or None). Channels always come first: (C, Z, Y, X)."""
+    ``channel_names`` (or None). Channels always come first: (C, Z, Y, X). A time series is
+    refused, or with ``time`` read as (T, [C,] Z, Y, X) (``time_axis`` 0, ``channel_axis``
+    1) when the file marks its time axis (OME-TIFF, ImageJ TIFF, 4D NIfTI)."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in READ_SUFFIXES + (".zarr",):
@@ -174,8 +208,8 @@ def read_volume_info(path) -> tuple[np.ndarray, dict]:
     if suffix in (".nii", ".nii.gz"):
         if path.is_dir():
             raise VoxSegError(f"{path} is a folder; give a NIfTI file")
-        array, voxel, _ = read_nifti(path)
-        return array, _info(voxel)
+        array, voxel, _ = read_nifti(path, time)
+        return array, _info(voxel, time_axis=0 if array.ndim == 4 else None)
     if suffix == ".zarr":  # read whole; prediction reads zarr block by block instead
         levels, info = open_zarr_levels(path)
         array = np.asarray(levels[0])
@@ -196,15 +230,15 @@ def read_volume_info(path) -> tuple[np.ndarray, dict]:
             try:
                 with tifffile.TiffFile(path) as tif:
                     if tif.is_ome:
-                        return _ome_tiff(tif, path)
+                        return _ome_tiff(tif, path, time)
                     array = tif.asarray()
                     voxel = _tiff_voxel_size(tif)
-                    channels = None
+                    axes = {}
                     if tif.is_imagej:
-                        array, channels = _imagej_axes(array, tif.series[0])
+                        array, axes = _imagej_axes(array, tif.series[0], path, time)
             finally:
                 log.setLevel(level)
-            return array, _info(voxel, channels)
+            return array, _info(voxel, **axes)
         if suffix == ".npy":
             with open(path, "rb") as f:
                 if f.read(6) != b"\x93NUMPY":
@@ -240,7 +274,8 @@ def read_volume_info(path) -> tuple[np.ndarray, dict]:
                           "completely") from None
 
 
-def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
+def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
+                ome: bool = False) -> None:
     import tifffile
 
     if array.dtype.kind in "iu":
@@ -248,6 +283,9 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
         array = array.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.float32)
     elif array.dtype != np.float32:
         array = array.astype(np.float32)
+    if time:
+        _write_tiff_series(target, array, voxel_size, ome)
+        return
     kwargs = {}
     if voxel_size is not None:
         z, y, x = (float(v) for v in voxel_size)
@@ -266,26 +304,51 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size) -> None:
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
+def _write_tiff_series(target: str, array: np.ndarray, voxel_size, ome: bool) -> None:
+    """A (T, [C,] Z, Y, X) series as an OME-TIFF or an ImageJ hyperstack that says its axes."""
+    import tifffile
+
+    axes = "TCZYX" if array.ndim == 5 else "TZYX"
+    if ome:
+        meta: dict = {"axes": axes}
+        if voxel_size is not None:
+            meta.update(zip(("PhysicalSizeZ", "PhysicalSizeY", "PhysicalSizeX"),
+                            (float(v) for v in voxel_size)))
+        tifffile.imwrite(target, array, ome=True, photometric="minisblack", metadata=meta)
+        return
+    if array.ndim == 5:  # ImageJ's order is T, Z, C, Y, X
+        array, axes = np.ascontiguousarray(np.moveaxis(array, 1, 2)), "TZCYX"
+    kwargs: dict = {"metadata": {"axes": axes}}
+    if voxel_size is not None:
+        z, y, x = (float(v) for v in voxel_size)
+        kwargs = {"resolution": (1.0 / x, 1.0 / y),
+                  "metadata": {"spacing": z, "unit": "um", "axes": axes}}
+    tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
+
+
 def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, time: bool = False) -> Path:
     """Write ``array`` to ``path`` (format from its suffix) atomically; return the path.
     ``affine``: for NIfTI, the 4x4 affine of the volume's (Z, Y, X) array read back as
     (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation.
+    ``time``: the first axis is time, (T, [C,] Z, Y, X), and the file says so (OME-TIFF for
+    ``.ome.tif`` names, else an ImageJ hyperstack; 4D NIfTI; a zarr ``axes`` attribute).
     An existing ``path`` is replaced only with ``overwrite`` (a folder only if voxseg wrote
     it): see :mod:`.outputs`."""
     path = check_output(path, overwrite=overwrite)
     suffix = suffix_of(path)
     if suffix == ".zarr":
-        return _write_zarr(path, np.asarray(array), voxel_size)
+        return _write_zarr(path, np.asarray(array), voxel_size, time)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
     os.close(fd)
     try:
         as_if_created(tmp)  # mkstemp's file is private; the output is not
         if suffix in (".tif", ".tiff"):
-            _write_tiff(tmp, array, voxel_size)
+            _write_tiff(tmp, array, voxel_size, time, path.name.lower().endswith(
+                (".ome.tif", ".ome.tiff")))
         elif suffix in (".nii", ".nii.gz"):
-            _write_nifti(tmp, np.asarray(array), voxel_size, affine)
+            _write_nifti(tmp, np.asarray(array), voxel_size, affine, time)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, array)
@@ -303,7 +366,7 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
     return path
 
 
-def _write_zarr(path: Path, array: np.ndarray, voxel_size) -> Path:
+def _write_zarr(path: Path, array: np.ndarray, voxel_size, time: bool = False) -> Path:
     """One zarr array store, voxel size in its attributes, swapped in atomically."""
     import zarr
 
@@ -315,6 +378,8 @@ def _write_zarr(path: Path, array: np.ndarray, voxel_size) -> Path:
         store.attrs.update({
             ZARR_MARK: "volume",
             "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
+        if time:
+            store.attrs["axes"] = "TCZYX" if array.ndim == 5 else "TZYX"
         replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

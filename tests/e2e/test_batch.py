@@ -83,3 +83,31 @@ def test_bad_batches_are_refused_before_any_work(trained, small_volume, tmp_path
         assert message.startswith("error: ") and "\n" not in message and word in message, \
             (args, message)
         assert proc.stdout == "" and tree(tmp_path) == before, args
+
+
+def test_a_time_series_is_predicted_frame_by_frame(trained, small_volume, tmp_path):
+    import tifffile
+
+    from napari_voxseg.core.series import read_series
+
+    image, _, _ = small_volume
+    frames = np.stack([image, image[:, ::-1], np.roll(image, 5, axis=2)])  # T, Z, Y, X
+    tifffile.imwrite(tmp_path / "movie.ome.tif", frames, ome=True, photometric="minisblack",
+                     metadata={"axes": "TZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 1.0,
+                               "PhysicalSizeX": 1.0})
+    proc = run("predict", trained, tmp_path / "movie.ome.tif", "--out",
+               tmp_path / "pred.ome.tif")
+    assert proc.returncode == 0, proc.stderr
+    labels, voxel, series = read_series(tmp_path / "pred.ome.tif")
+    model = load_model(trained)
+    assert series and labels.shape == frames.shape and voxel == (2.0, 1.0, 1.0)
+    for t in range(3):
+        np.testing.assert_array_equal(labels[t], predict(model, frames[t]))
+    # an array that does not say: --time-axis (here Z, T, Y, X on disk); results T first
+    np.save(tmp_path / "movie.npy", np.moveaxis(frames, 0, 1))
+    proc = run("predict", trained, tmp_path / "movie.npy", "--time-axis", 1, "--out",
+               tmp_path / "pred.tif", "--uncertainty", tmp_path / "u.npy")
+    assert proc.returncode == 0, proc.stderr
+    again, _, series = read_series(tmp_path / "pred.tif")
+    assert series and np.array_equal(again, labels)
+    assert np.load(tmp_path / "u.npy").shape == frames.shape
