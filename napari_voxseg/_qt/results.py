@@ -13,6 +13,9 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from ..core import dice_per_class
 
+# In the metadata of every result layer: not an image to predict (Predict all open images).
+RESULT_KEY = "voxseg_result"
+
 # Multi-label layers: 1 = absent (grey in annotations, hidden in predictions), 2 = present.
 _CLASS_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                   "#17becf"]
@@ -140,9 +143,10 @@ class ResultLayers:
         scale, translate = spatial(image_layer)
         if kind == "labels":
             return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                          opacity=0.5)
+                                          opacity=0.5, metadata={RESULT_KEY: True})
         return self.viewer.add_image(
             data, name=name, scale=scale, translate=translate, blending="additive",
+            metadata={RESULT_KEY: True},
             colormap="magma" if name.endswith("uncertainty") else "viridis",
             contrast_limits=(0.0, 1.0) if task != "regression" else None)
 
@@ -180,10 +184,11 @@ class ResultLayers:
         if kind == "image":
             layer = self.viewer.add_image(data, name=name, scale=scale, translate=translate,
                                           colormap="viridis", blending="additive",
-                                          opacity=0.7, contrast_limits=limits(data))
+                                          opacity=0.7, contrast_limits=limits(data),
+                                          metadata={RESULT_KEY: True})
         else:
             layer = self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                           opacity=0.5)
+                                           opacity=0.5, metadata={RESULT_KEY: True})
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
         return layer

@@ -36,6 +36,7 @@ from . import inputs
 from .dialogs import ask_model_folder, ask_save_folder
 from .form import Form
 from .live_overlay import LiveOverlay
+from .predict_all import PredictAll
 from .report import RunReport
 from .results import ResultLayers, class_names
 from .session import Job, Session, predict_blocks_job, predict_job, scratch_store, train_job
@@ -77,9 +78,10 @@ class VoxSegWidget(Container):
         self.progress, self.status, self.curve = (self.report.progress, self.report.status,
                                                   self.report.curve)
         self._build_controls()
+        self.predict_all = PredictAll(self)
         self.validation = self.report.validation
         self.extend([*self.form.fields, self.buttons, self.progress, self.status,
-                     self.validation, self.outputs, self.predict_button, self.save_button,
+                     self.validation, self.outputs, self.predict_buttons, self.save_button,
                      self.load_button, self.model_info])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._connect()
@@ -104,6 +106,12 @@ class VoxSegWidget(Container):
                                          tooltip="Label the chosen image with the model; a "
                                                  "lazy (dask/zarr) image is done block by "
                                                  "block into a zarr store")
+        self.predict_all_button = PushButton(
+            text="Predict all open images",
+            tooltip="Label every image layer with the model, one after the other")
+        self.predict_buttons = Container(widgets=[self.predict_button, self.predict_all_button],
+                                         layout="horizontal", labels=False)
+        self.predict_buttons.margins = (0, 0, 0, 0)
         self.save_button = PushButton(text="Save model...")
         self.load_button = PushButton(text="Load model...")
         self.model_info = Label(label="Model", value="none")
@@ -114,6 +122,7 @@ class VoxSegWidget(Container):
                                (self.continue_button, self.continue_training),
                                (self.fine_tune_button, self.fine_tune),
                                (self.predict_button, self.predict),
+                               (self.predict_all_button, self.predict_all.start),
                                (self.save_button, self._save_clicked),
                                (self.load_button, self._load_clicked)):
             button.changed.connect(action)
@@ -159,6 +168,7 @@ class VoxSegWidget(Container):
         self.stop_button.enabled = running
         # While training, Predict asks for a whole-volume preview.
         self.predict_button.enabled = not running or (job is not None and job.kind == "train")
+        self.predict_all_button.enabled = not running
 
     def _notify_error(self, message: str) -> None:
         self.report.error(message)
@@ -248,6 +258,7 @@ class VoxSegWidget(Container):
 
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept and applied."""
+        self.predict_all.stop()
         if self.running:
             self.session.stop()
             self.report.say("stopping...")

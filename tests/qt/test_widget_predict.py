@@ -84,3 +84,27 @@ def test_stop_cancels_a_prediction(viewer_widget, qtbot):
     wait_done(qtbot, widget)
     assert widget.status.value == "prediction cancelled"
     assert "big prediction" not in viewer.layers
+
+
+def test_predict_all_open_images(viewer_widget, qtbot, model, tmp_path):
+    """Every image layer is predicted in turn (a lazy one block by block), results and 2D
+    layers passed over, and the image chosen before is chosen again."""
+    viewer, widget = viewer_widget
+    image = viewer.layers[SAMPLE].data
+    viewer.add_image(image[:, ::-1].copy(), name="flipped", scale=viewer.layers[SAMPLE].scale)
+    viewer.add_image(da.from_array(image, chunks=(16, 48, 48)), name="lazy")
+    viewer.add_image(image[0], name="one slice")  # 2D: not a volume, not queued
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.predict_all_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running and not widget.predict_all.active,
+                    timeout=300_000)
+    np.testing.assert_array_equal(viewer.layers[f"{SAMPLE} prediction"].data,
+                                  run_to_end(iter_predict(model, image)).labels)
+    np.testing.assert_array_equal(viewer.layers["flipped prediction"].data,
+                                  run_to_end(iter_predict(model, image[:, ::-1].copy())).labels)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["lazy prediction"].data),
+                                  run_to_end(iter_predict(model, image)).labels)
+    assert "one slice prediction" not in viewer.layers
+    assert not any(layer.name.endswith("prediction prediction") for layer in viewer.layers)
+    assert widget.image_choice.value is viewer.layers[SAMPLE]
+    assert "predicted 3 images" in widget.status.value
