@@ -6,6 +6,7 @@ output file is left behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -106,6 +107,20 @@ def _train_config(args, model):
 
 
 def cmd_train(args) -> int:
+    from .core import distributed
+    from .core.checkpoint import check_model_folder
+
+    inputs = [args.image, *args.labels, args.mask, args.boundary_from, args.init]
+    # fail now, not after minutes of training
+    out = check_model_folder(args.out, inputs=inputs, overwrite=args.overwrite)
+    rank, world, backend = distributed.start(args.device)  # under torchrun: join the group
+    try:
+        return _train(args, out, rank, world, backend)
+    finally:
+        distributed.finish()
+
+
+def _train(args, out, rank: int, world: int, backend: str) -> int:
     from .core import (
         TrainEvent,
         ValidationEvent,
@@ -115,13 +130,9 @@ def cmd_train(args) -> int:
         run_to_end,
         save_model,
     )
-    from .core.checkpoint import check_model_folder
     from .core.errors import VoxSegError
     from .core.tasks import task_info
 
-    inputs = [args.image, *args.labels, args.mask, args.boundary_from, args.init]
-    # fail now, not after minutes of training
-    out = check_model_folder(args.out, inputs=inputs, overwrite=args.overwrite)
     model = load_model(args.init, device=args.device) if args.init else None
     config = _train_config(args, model).checked()  # before reading any volume
     if len(args.labels) > 1 and task_info(config.task).label_files == "one":
@@ -138,18 +149,28 @@ def cmd_train(args) -> int:
     reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
-    bar, judged = Progress("train"), {}
+    if world > 1 and rank == 0:
+        from .core.config import plan_config
+
+        batch = plan_config(copy.deepcopy(config), image.shape[-3:], voxel)[0].batch_size
+        print(f"distributed: {world} processes ({backend}), each a batch of {batch} patches of "
+              f"its own ({world * batch} a step in all, gradients averaged); learning rate "
+              f"{config.learning_rate:g}; rank 0 writes the model", file=sys.stderr)
+    bar = Progress("train") if rank == 0 else None
+    judged: dict = {}
 
     def show(event):
         if isinstance(event, ValidationEvent):  # two stages: the U-Net against stage 1
             judged["text"] = (f"held out: U-Net {event.network[0]:.3f}, stage 1 "
                               f"{event.stage1[0]:.3f}")
-        elif isinstance(event, TrainEvent):
+        elif isinstance(event, TrainEvent) and bar is not None:
             bar.update(event.step, event.total, "  ".join(
                 [f"loss {event.smoothed_loss:.4f}", *judged.values()]))
 
     result = run_to_end(iter_train(image, labels, config, voxel_size=voxel, mask=mask,
                                    boundary_reference=reference, model=model), show)
+    if rank != 0:  # one model, written by rank 0 alone
+        return 0
     bar.close()
     for note in result.adjustments:
         print(f"note: {note}", file=sys.stderr)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from . import distributed
 from .card import ModelCard
 from .config import TrainConfig
 from .events import ResumeState, TrainResult
@@ -50,6 +51,7 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         "best_loss": None if not math.isfinite(run.best_loss) else float(run.best_loss),
         "history": run.old_history + [list(h) for h in history[:: max(1, len(history) // 200)]],
         "device": str(run.device),
+        "world_size": distributed.world()[1],
     }
     if run.stage is not None:
         chosen = network_chosen(run)

@@ -49,6 +49,7 @@ class Run:
     voxel_size: tuple | None
     boundary: np.ndarray | None  # boundary_ce's voxel weights
     boundary_map: Callable | None  # strokes -> those weights, when they follow the strokes
+    forward: torch.nn.Module | None = None  # the model as the step runs it (DDP under torchrun)
     stage: RunStage | None = None  # two stages: stage 1, its probabilities and pseudo-labels
     image: np.ndarray | None = None  # the checked (C, Z, Y, X) image (stage 1 refits on it)
     previous_steps: int = 0  # steps of earlier runs (fine-tuning, continuing)

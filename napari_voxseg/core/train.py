@@ -23,6 +23,7 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .config import (  # noqa: F401  (re-exported: the training API in one place)
     FINE_TUNE_LR_FACTOR,
     NETWORKS,
@@ -80,9 +81,9 @@ def _optimizer_step(run: Run) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=run.amp or torch.float32,
                         enabled=run.amp is not None):
-        outputs = run.model(x)
+        outputs = (run.forward or run.model)(x)
     loss = run.loss_fn(outputs.float(), y, w)
-    value = float(loss.detach())
+    value = distributed.mean(float(loss.detach()))  # every process decides alike
     if math.isfinite(value):
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -218,6 +219,15 @@ def _record(run: Run, step: int, value: float) -> TrainEvent:
                       elapsed=time.perf_counter() - run.start, annotated=run.sampler.annotated)
 
 
+def _distribute(run: Run) -> None:
+    """Under torchrun: the step runs the network through DDP, and each process draws its own
+    patches (its own stream of the run's seed)."""
+    rank, size = distributed.world()
+    if size > 1:
+        run.forward = distributed.wrap(run.model, run.device)
+        run.sampler.rng = np.random.default_rng([run.cfg.seed, rank])
+
+
 @contextlib.contextmanager
 def _threads(count: int | None):
     """torch's CPU thread count for the run, restored after."""
@@ -282,6 +292,7 @@ def iter_train(
                                  resume=resume, overlay=overlay, region=preview_region)
     if resume is not None:
         restore_run(run, resume)
+    _distribute(run)
     run.start = last_preview = time.perf_counter()
     step, stopped, warning = run.first, False, ""
     every = validation_every(run.cfg.iterations)
