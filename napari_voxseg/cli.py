@@ -110,17 +110,54 @@ def cmd_train(args) -> int:
     from .core import distributed
     from .core.checkpoint import check_model_folder
 
-    inputs = [args.image, *args.labels, args.mask, args.boundary_from, args.init]
+    pairs = _pairs(args)
+    inputs = [args.image, *args.labels, *(p for pair in pairs for p in pair), args.mask,
+              args.boundary_from, args.init]
     # fail now, not after minutes of training
     out = check_model_folder(args.out, inputs=inputs, overwrite=args.overwrite)
     rank, world, backend = distributed.start(args.device)  # under torchrun: join the group
     try:
-        return _train(args, out, rank, world, backend)
+        return _train(args, out, rank, world, backend, pairs)
     finally:
         distributed.finish()
 
 
-def _train(args, out, rank: int, world: int, backend: str) -> int:
+def _pairs(args) -> list:
+    """The (image, labels) paths of --pair and --dataset (none for IMAGE LABELS); one line
+    when the ways are mixed or a dataset folder is not sound."""
+    from .core.errors import VoxSegError
+
+    pairs = [tuple(p) for p in (args.pair or [])]
+    if args.dataset:
+        from .core.datasets import dataset_pairs
+
+        pairs += dataset_pairs(args.dataset)
+    if pairs and (args.image or args.labels):
+        raise VoxSegError("give IMAGE LABELS for one volume, or --pair / --dataset for several, "
+                          "not both")
+    if not pairs and not (args.image and args.labels):
+        raise VoxSegError("give IMAGE and LABELS, or --pair IMAGE LABELS (repeated), or "
+                          "--dataset DIR")
+    if pairs and (args.mask or args.boundary_from):
+        raise VoxSegError("--mask and --boundary-from take one volume; train several without "
+                          "them")
+    return pairs
+
+
+def _read_pairs(args, pairs: list):
+    """The pairs' volumes, and their voxel sizes (--voxel-size for all, else each file's)."""
+    from .core import read_volume
+
+    read, voxels = [], []
+    for image_path, labels_path in pairs:
+        image, voxel = _read_image(image_path, args.channel_axis)
+        read.append((image, read_volume(labels_path)[0]))
+        voxels.append(_floats(args.voxel_size, 3, "--voxel-size") if args.voxel_size
+                      else voxel)
+    return read, voxels
+
+
+def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     from .core import (
         TrainEvent,
         ValidationEvent,
@@ -140,19 +177,24 @@ def _train(args, out, rank: int, world: int, backend: str) -> int:
                           "takes one; give several only with --task multilabel (one per class)")
     if args.boundary_from and config.loss != "boundary_ce":
         raise VoxSegError("--boundary-from is for --loss boundary_ce; drop it or use that loss")
-    image, voxel = _read_image(args.image, args.channel_axis)
-    volumes = [read_volume(path)[0] for path in args.labels]
-    labels = volumes if config.task == "multilabel" and len(volumes) > 1 else volumes[0]
-    if config.task == "multilabel" and config.class_names is None and len(volumes) > 1:
-        config.class_names = [Path(p).name.split(".")[0] for p in args.labels]
+    if pairs:
+        image, voxel = _read_pairs(args, pairs)
+        labels, shape = None, image[0][0].shape[-3:]
+    else:
+        image, voxel = _read_image(args.image, args.channel_axis)
+        volumes = [read_volume(path)[0] for path in args.labels]
+        labels = volumes if config.task == "multilabel" and len(volumes) > 1 else volumes[0]
+        if config.task == "multilabel" and config.class_names is None and len(volumes) > 1:
+            config.class_names = [Path(p).name.split(".")[0] for p in args.labels]
+        if args.voxel_size:
+            voxel = _floats(args.voxel_size, 3, "--voxel-size")
+        shape = image.shape[-3:]
     mask = read_volume(args.mask)[0] if args.mask else None
     reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
-    if args.voxel_size:
-        voxel = _floats(args.voxel_size, 3, "--voxel-size")
     if world > 1 and rank == 0:
         from .core.config import plan_config
 
-        batch = plan_config(copy.deepcopy(config), image.shape[-3:], voxel)[0].batch_size
+        batch = plan_config(copy.deepcopy(config), shape, voxel)[0].batch_size
         print(f"distributed: {world} processes ({backend}), each a batch of {batch} patches of "
               f"its own ({world * batch} a step in all, gradients averaged); learning rate "
               f"{config.learning_rate:g}; rank 0 writes the model", file=sys.stderr)

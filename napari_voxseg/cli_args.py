@@ -31,11 +31,18 @@ def build_parser(**commands) -> argparse.ArgumentParser:
 
     names = sorted({n for t in TASKS for n in losses_for(t)})
     p = sub.add_parser("train", help="train a network on an image and its strokes")
-    p.add_argument("image", help="volume (.tif, .tiff, .npy, .npz)")
-    p.add_argument("labels", nargs="+",
+    p.add_argument("image", nargs="?", help=f"volume ({', '.join(READ_SUFFIXES)})")
+    p.add_argument("labels", nargs="*",
                    help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
                         "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
                         "2 = present; regression: the float target")
+    p.add_argument("--pair", nargs=2, action="append", metavar=("IMAGE", "LABELS"),
+                   help="train on several volumes: an image and its strokes, repeated; each "
+                        "pair may have its own shape and voxel size (resampled to the first "
+                        "pair's), all the same channels")
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="train on every DIR/images/NAME with its strokes DIR/labels/NAME "
+                        "(the same names, any format the readers take)")
     p.add_argument("--out", required=True,
                    help="model folder to write: a new name or an empty folder (an earlier "
                         "voxseg model only with --overwrite; any other folder is refused)")

@@ -260,7 +260,10 @@ def iter_train(
 ) -> Generator[TrainEvent | PreviewEvent, None, TrainResult]:
     """Train a network on strokes; yield a :class:`TrainEvent` per step; return a TrainResult.
 
-    ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``. ``labels`` depends on ``config.task``:
+    ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``; or a list of ``(image, labels)`` pairs
+    (``labels`` None, or the config in its place; ``voxel_size`` one per pair or one for all):
+    several volumes trained together, see :mod:`.volumes`. ``labels`` depends on
+    ``config.task``:
     multiclass: integer ``(Z, Y, X)``, 0 = not annotated, 1..K = classes; multilabel: ``(K, Z,
     Y, X)`` or a list of K ``(Z, Y, X)`` volumes, 0 = not annotated, 1 = absent, 2 = present;
     regression: the float target ``(Z, Y, X)``, with ``mask`` (nonzero = known) optional.
@@ -286,6 +289,10 @@ def iter_train(
     ``resume``: the ``resume`` of a stopped run's TrainResult, with ``model`` its model:
     continue that run where it stopped (its config, schedule, optimizer and patch sequence).
     """
+    if isinstance(labels, TrainConfig) and config is None:  # train([(image, labels)], config)
+        labels, config = None, labels
+    image, labels, voxel_size, canvas = _several(image, labels, config, voxel_size, mask,
+                                                 boundary_reference, preview_region)
     overlay = preview_region is not None
     run = yield from prepare_run(image, labels, config, model=model, voxel_size=voxel_size,
                                  mask=mask, boundary_reference=boundary_reference,
@@ -323,7 +330,27 @@ def iter_train(
                 yield judge(run, step + 1)
         else:
             step = run.cfg.iterations
-    return finish_run(run, step, stopped, warning)
+    result = finish_run(run, step, stopped, warning)
+    if canvas is not None:  # several volumes
+        result.adjustments[:0] = canvas.notes
+        result.model.config["training"]["volumes"] = len(canvas.regions)
+    return result
+
+
+def _several(image, labels, config, voxel_size, mask, boundary_reference, preview_region):
+    """``image`` as a list of (image, labels) pairs (``labels`` None): the canvas's image,
+    strokes and voxel size, and the :class:`~.volumes.Canvas` (its notes and regions); else
+    everything as it was, and None."""
+    if labels is not None or not isinstance(image, (list, tuple)):
+        return image, labels, voxel_size, None
+    from .volumes import gather
+
+    if mask is not None or boundary_reference is not None or preview_region is not None:
+        raise VoxSegError("several volumes train without a mask, a boundary reference or "
+                          "live previews; give one volume for those")
+    cfg = config or TrainConfig()
+    canvas = gather(image, voxel_size, task=cfg.task, percentiles=cfg.percentiles)
+    return canvas.image, canvas.labels, canvas.voxel_size, canvas
 
 
 def train(image, labels, config: TrainConfig | None = None, **kwargs) -> TrainResult:
