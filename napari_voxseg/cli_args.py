@@ -144,6 +144,11 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                         "about 16M voxels)")
     p.add_argument("--channel-axis", type=int, default=None,
                    help="the image's channel axis, for 4D files that do not say")
+    p.add_argument("--instances", default=None, metavar="CLASS[,CLASS]",
+                   help="also write the objects of these classes (numbers or names) as "
+                        "instance labels, to <out>-objects<suffix>: connected components, "
+                        "touching round objects split by a seeded watershed on the distance "
+                        "transform; block by block for .zarr")
     p.add_argument("--time-axis", type=int, default=None, metavar="N",
                    help="the image is a time series with time on axis N (for files that do "
                         "not say; OME-TIFF, ImageJ TIFF and 4D NIfTI series are found): each "

@@ -65,9 +65,9 @@ def _check_single(args, image: Path, outputs: Outputs):
 
 
 def _predict_one(args, image: Path) -> int:
-    from .core import load_model
 
-    outputs = Outputs(Path(args.out), _path(args.probabilities), _path(args.uncertainty))
+    outputs = _with_objects(args, Outputs(Path(args.out), _path(args.probabilities),
+                                          _path(args.uncertainty)))
     _check_single(args, image, outputs)
     blockwise = _blockwise(image, outputs)
     if not blockwise and args.scheduler:
@@ -75,10 +75,29 @@ def _predict_one(args, image: Path) -> int:
 
         raise VoxSegError("--scheduler runs block-wise prediction, which reads and writes "
                           ".zarr; give a .zarr image or .zarr outputs")
-    model = load_model(args.model, device=args.device)
+    model = _load(args)
     summary = predict_file(args, model, image, outputs, bar=True)
     print(f"wrote {summary}")
     return 0
+
+
+def _load(args):
+    """The model, and the classes --instances names checked against it (before any work)."""
+    from .core import load_model
+    from .core.objects import object_classes
+
+    model = load_model(args.model, device=args.device)
+    args.object_classes = (object_classes(args.instances, model.config) if args.instances
+                           else None)
+    return model
+
+
+def _with_objects(args, outputs: Outputs) -> Outputs:
+    if args.instances:
+        from .core.objects import objects_path
+
+        outputs.extra["objects"] = objects_path(outputs.out)
+    return outputs
 
 
 def _path(text) -> Path | None:
@@ -105,16 +124,16 @@ def planned_outputs(args, images: list[Path]) -> list[Outputs]:
     fmt = args.out_format
     if fmt:
         fmt = fmt if fmt.startswith(".") else "." + fmt
-    return [Outputs(folder / f"{stem_of(image)}{fmt or suffix_of(image)}") for image in images]
+    return [_with_objects(args, Outputs(folder / f"{stem_of(image)}{fmt or suffix_of(image)}"))
+            for image in images]
 
 
 def _predict_many(args, images: list[Path]) -> int:
-    from .core import load_model
     from .core.outputs import check_outputs
 
     plans = planned_outputs(args, images)
     todo = [(i, p) for i, p in zip(images, plans)
-            if args.overwrite or not any(q.exists() for q in p.paths())]
+            if args.overwrite or not all(q.exists() for q in p.paths())]
     # Before any work: every output has a sound place, none is an input or another output.
     with _out_dir(Path(args.out_dir)):
         inputs = [args.model, *images]
@@ -123,7 +142,7 @@ def _predict_many(args, images: list[Path]) -> int:
                       overwrite=True)
         check_outputs([(q, None) for _, p in todo for q in p.paths()], inputs=inputs,
                       overwrite=args.overwrite)
-        model = load_model(args.model, device=args.device)
+        model = _load(args)
     began, done, skipped, failed = time.perf_counter(), 0, 0, []
     n = len(images)
     for k, (image, plan) in enumerate(zip(images, plans), start=1):
@@ -223,7 +242,25 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
                          result.probabilities), (outputs.uncertainty, result.uncertainty)):
         if path:
             write_volume(path, values, voxel, overwrite=args.overwrite, time=series)
-    return f"{outputs.out} ({_describe(result, model)})"
+    described = f"{outputs.out} ({_describe(result, model)})"
+    return described + _objects(args, model, result.output, outputs, voxel, series)
+
+
+def _objects(args, model, labels, outputs: Outputs, voxel, series: bool = False) -> str:
+    """Write the objects asked for (--instances); what to add to the summary."""
+    if "objects" not in outputs.extra:
+        return ""
+    from .core.objects import write_objects
+
+    count = write_objects(labels, outputs.extra["objects"], args.object_classes,
+                          voxel_size=voxel, num_classes=_num_classes(model),
+                          overwrite=args.overwrite, time=series)
+    return f"; {count} objects{' in the last frame' if series else ''} in " \
+           f"{outputs.extra['objects']}"
+
+
+def _num_classes(model) -> int:
+    return int(model.config["architecture"]["num_classes"])
 
 
 def _warn_voxel_size(model, voxel, resample: bool) -> None:
@@ -280,7 +317,8 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
             client.close()
     if progress:
         progress.close()
-    return ", ".join(str(p) for p in written.values())
+    objects = _objects(args, model, str(outputs.out), outputs, voxel)
+    return ", ".join(str(p) for p in written.values()) + objects
 
 
 def _client(address):

@@ -47,7 +47,8 @@ class Form:
               "target_choice", "mask_choice", "new_labels_button", "classes", "loss",
               "focal_gamma", "boundary_choice", "weights", "weights_info", "live", "iterations",
               "learning_rate", "network", "two_stage", "device", "preview_every", "ground_truth")
-    OUTPUTS = ("want_probabilities", "want_uncertainty", "resample", "outputs")
+    OUTPUTS = ("want_probabilities", "want_uncertainty", "resample", "outputs", "want_objects",
+               "object_classes", "objects")
 
     def __init__(self, viewer):
         self.viewer = viewer
@@ -149,6 +150,16 @@ class Form:
                                           self.resample],
                                  layout="horizontal", labels=False)
         self.outputs.margins = (0, 0, 0, 0)
+        self.want_objects = CheckBox(text="Objects of classes", value=False,
+                                     tooltip="Also show the objects of these classes as "
+                                             "instance labels: connected components, touching "
+                                             "round objects split by a seeded watershed")
+        self.object_classes = LineEdit(value="", tooltip="Class numbers or names, comma-"
+                                                         "separated; empty: every class but "
+                                                         "the first (multi-label: every class)")
+        self.objects = Container(widgets=[self.want_objects, self.object_classes],
+                                 layout="horizontal", labels=False)
+        self.objects.margins = (0, 0, 0, 0)
 
     # ---- layer choices ------------------------------------------------------------------------
     def _layers_of(self, kind):

@@ -134,6 +134,27 @@ def extra_outputs(form: Form, task: str) -> dict:
             "uncertainty": bool(form.want_uncertainty.value)}
 
 
+def objects_wish(form: Form, voxel_size) -> dict | None:
+    """``Objects of classes`` as ticked in the form (read on the main thread), or None."""
+    if not form.want_objects.value:
+        return None
+    return {"text": form.object_classes.value.strip(), "voxel_size": voxel_size}
+
+
+def objects_request(wish: dict | None, config: dict) -> dict | None:
+    """What instance labels to make of a model's prediction (:func:`objects_wish`): the
+    classes named (by default every class but the first; multi-label: every class)."""
+    if wish is None or task_of(config) == "regression":
+        return None
+    from ..core.objects import object_classes
+
+    count = int(config["architecture"]["num_classes"])
+    first = 1 if task_of(config) == "multilabel" else 2
+    text = wish["text"] or ",".join(str(c) for c in range(first, count + 1))
+    return {"classes": object_classes(text, config), "voxel_size": wish["voxel_size"],
+            "num_classes": count}
+
+
 def _class_name(layer_name: str, image_layer) -> str:
     """'scan nuclei' -> 'nuclei' when the image is 'scan': the class, without the image's name."""
     prefix = f"{image_layer.name} " if image_layer is not None else ""
@@ -299,7 +320,9 @@ def prediction_run(form: Form, model) -> PredictionRun:
     if model is None:
         raise VoxSegError("no model yet: train one or press 'Load model...'")
     image_layer = _image_layer(form)
-    outputs = extra_outputs(form, task_of(model.config))
+    voxel_size = tuple(float(v) for v in image_layer.scale[-3:])
+    outputs = {**extra_outputs(form, task_of(model.config)),
+               "objects": objects_request(objects_wish(form, voxel_size), model.config)}
     voxel = tuple(float(v) for v in image_layer.scale[-3:])
     resample = bool(form.resample.value)
     data = image_layer.data[0] if image_layer.multiscale else image_layer.data

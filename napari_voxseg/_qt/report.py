@@ -153,6 +153,7 @@ class RunReport:
     def _final(self, target, result, prediction) -> None:
         self.results.show_result(target, prediction)
         self.results.show_extras(target, prediction.probabilities, prediction.uncertainty)
+        self.results.show_objects(target, prediction.objects, prediction.object_classes)
         text = ("stopped; " if result is not None and result.stopped else "") + \
             "prediction updated"
         dice = self.score(prediction)

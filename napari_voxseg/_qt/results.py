@@ -109,6 +109,17 @@ class ResultLayers:
             layers.append(layer)
         return layers
 
+    def show_objects(self, image_layer, objects, classes=None) -> list:
+        """Labels '<image> prediction objects' (multi-label: one per class of ``classes``,
+        1-based, named '<image> prediction objects: <class>')."""
+        if objects is None:
+            return []
+        if objects.ndim == 3:
+            return [self.show_prediction(image_layer, objects, suffix=" objects")]
+        names = self.names(None)
+        return [self.show_prediction(image_layer, layer, suffix=f" objects: {names[c - 1]}")
+                for c, layer in zip(classes, objects)]
+
     def show_stores(self, image_layer, stores: dict, task: str) -> list:
         """Show the zarr stores of a block-wise prediction as lazy (dask) layers, named as
         :meth:`show_result` and :meth:`show_extras` name them."""
@@ -132,6 +143,8 @@ class ResultLayers:
                 parts += [(f"{base}: {n}", data[i], "labels") for i, n in enumerate(names)]
             elif key == "labels":
                 parts.append((base, data, "image" if task == "regression" else "labels"))
+            elif key == "objects":
+                parts.append((f"{base} objects", data, "labels"))
             elif key == "probabilities":
                 parts += [(f"{base} probability: {n}", data[i], "image")
                           for i, n in enumerate(names)]

@@ -26,7 +26,8 @@ from qtpy.QtCore import QTimer
 
 from ..core import TrainEvent, iter_predict, iter_train
 from ..core.blocks import iter_predict_blocks
-from .inputs import resolve
+from ..core.errors import VoxSegError
+from .inputs import objects_request, resolve
 from .view import camera, view_region
 
 
@@ -77,25 +78,42 @@ def train_job(job: Job, image, labels, config, voxel_size, model=None, outputs=N
                                        preview_now=job.preview_now, **kwargs)
         if job.abandon.is_set():
             return result, None
+        wish = outputs.pop("objects", None)
         prediction = yield from iter_predict(result.model, image,
                                              should_stop=job.abandon.is_set, **outputs)
-        return result, prediction
+        try:
+            objects = objects_request(wish, result.model.config)
+        except VoxSegError as exc:  # a class the model does not have: the model is kept
+            result.adjustments.append(f"no objects: {exc}")
+            objects = None
+        return result, with_objects(prediction, objects)
     finally:
         job.done.set()
 
 
-def predict_job(job: Job, model, image, **kwargs):
+def with_objects(prediction, objects: dict | None):
+    """The prediction with its objects (``objects``: what :func:`.inputs.objects_request`
+    asked for), computed here in the worker."""
+    if objects and prediction is not None and prediction.labels is not None:
+        from ..core.instances import instance_labels
+
+        prediction.objects = instance_labels(prediction.labels, **objects)
+        prediction.object_classes = tuple(objects["classes"])
+    return prediction
+
+
+def predict_job(job: Job, model, image, objects=None, **kwargs):
     """Predict an image in memory; returns ``(None, PredictResult)``."""
     try:
         prediction = yield from iter_predict(model, image, should_stop=job.stop.is_set,
                                              **kwargs)
-        return None, prediction
+        return None, with_objects(prediction, objects)
     finally:
         job.done.set()
 
 
 def predict_blocks_job(job: Job, model, data, out: Path, voxel_size, *, probabilities,
-                       uncertainty):
+                       uncertainty, objects=None):
     """Block by block into zarr stores; returns (None, {output: path}) or (None, {})."""
     try:
         stem = str(out)[: -len(".zarr")]
@@ -103,6 +121,11 @@ def predict_blocks_job(job: Job, model, data, out: Path, voxel_size, *, probabil
             model, data, out, voxel_size=voxel_size, should_stop=job.stop.is_set,
             probabilities=f"{stem}-probabilities.zarr" if probabilities else None,
             uncertainty=f"{stem}-uncertainty.zarr" if uncertainty else None)
+        if objects and written:
+            from ..core.objects import write_objects
+
+            written["objects"] = Path(f"{stem}-objects.zarr")
+            write_objects(written["labels"], written["objects"], overwrite=True, **objects)
         return None, written
     finally:
         job.done.set()

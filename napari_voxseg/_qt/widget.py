@@ -81,7 +81,8 @@ class VoxSegWidget(Container):
         self.predict_all = PredictAll(self)
         self.validation = self.report.validation
         self.extend([*self.form.fields, self.buttons, self.progress, self.status,
-                     self.validation, self.outputs, self.predict_buttons, self.save_button,
+                     self.validation, self.outputs, self.objects, self.predict_buttons,
+                     self.save_button,
                      self.load_button, self.model_info])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._connect()
@@ -216,7 +217,8 @@ class VoxSegWidget(Container):
         self._start(job, train_job, job, run.image, run.inputs.labels, run.config,
                     run.voxel_size, total=run.config.iterations,
                     preview_every=float(self.preview_every.value) or math.inf,
-                    outputs=inputs.extra_outputs(self.form, run.config.task),
+                    outputs={**inputs.extra_outputs(self.form, run.config.task),
+                             "objects": inputs.objects_wish(self.form, run.voxel_size)},
                     **run.inputs.kwargs)
 
     def predict(self) -> None:

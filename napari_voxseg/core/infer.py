@@ -68,6 +68,8 @@ class PredictResult:
     values: np.ndarray | None = None
     task: str = "multiclass"
     uncertainty: np.ndarray | None = None
+    objects: np.ndarray | None = None  # instance labels of chosen classes, when asked for
+    object_classes: tuple | None = None  # those classes (multi-label: one objects layer each)
 
     @property
     def output(self) -> np.ndarray | None:

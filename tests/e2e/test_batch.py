@@ -111,3 +111,33 @@ def test_a_time_series_is_predicted_frame_by_frame(trained, small_volume, tmp_pa
     again, _, series = read_series(tmp_path / "pred.tif")
     assert series and np.array_equal(again, labels)
     assert np.load(tmp_path / "u.npy").shape == frames.shape
+
+
+def test_objects_of_a_prediction(trained, files, tmp_path):
+    """--instances writes the objects of the chosen classes beside the labels, in memory and
+    block by block (the same objects), and an unknown class is refused before any work."""
+    import zarr
+
+    from napari_voxseg.core.instances import instance_labels
+
+    proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "p.tif",
+               "--instances", "2")
+    assert proc.returncode == 0, proc.stderr
+    labels, _ = read_volume(tmp_path / "p.tif")
+    objects, voxel = read_volume(tmp_path / "p-objects.tif")
+    assert voxel == (2.0, 1.0, 1.0) and "objects in" in proc.stdout
+    assert objects.max() >= 1 and np.array_equal(objects > 0, labels == 2)
+    np.testing.assert_array_equal(objects, instance_labels(labels, [2], voxel_size=voxel))
+
+    proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "p.zarr",
+               "--instances", "2", "--block", "8,16,16")
+    assert proc.returncode == 0, proc.stderr
+    blocks = np.asarray(zarr.open_array(str(tmp_path / "p-objects.zarr"), mode="r"))
+    pairs = set(zip(blocks.ravel().tolist(), objects.ravel().tolist()))
+    assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})  # 1:1
+
+    before = tree(tmp_path)
+    proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "q.tif",
+               "--instances", "nuclei")
+    assert proc.returncode == 2 and "'nuclei' is not a class" in proc.stderr
+    assert tree(tmp_path) == before

@@ -108,3 +108,26 @@ def test_predict_all_open_images(viewer_widget, qtbot, model, tmp_path):
     assert not any(layer.name.endswith("prediction prediction") for layer in viewer.layers)
     assert widget.image_choice.value is viewer.layers[SAMPLE]
     assert "predicted 3 images" in widget.status.value
+
+
+def test_objects_of_the_prediction(viewer_widget, qtbot, model):
+    """'Objects of classes' adds the instance labels of the chosen classes, in place on the
+    next prediction; an unknown class is refused before any work."""
+    from napari_voxseg.core.instances import instance_labels
+
+    viewer, widget = viewer_widget
+    widget.image_choice.value = viewer.layers[SAMPLE]
+    widget.want_objects.value = True
+    widget.object_classes.value = "2"
+    widget.predict_button.clicked.emit()
+    wait_done(qtbot, widget)
+    labels = viewer.layers[f"{SAMPLE} prediction"].data
+    objects = viewer.layers[f"{SAMPLE} prediction objects"]
+    scale = tuple(viewer.layers[SAMPLE].scale[-3:])
+    np.testing.assert_array_equal(objects.data, instance_labels(labels, [2], voxel_size=scale))
+    assert objects.data.max() >= 1 and np.array_equal(objects.data > 0, labels == 2)
+    widget.object_classes.value = "no such class"
+    layers = len(viewer.layers)
+    widget.predict_button.clicked.emit()
+    assert not widget.running and len(viewer.layers) == layers
+    assert "not a class" in widget.status.value
