@@ -6,7 +6,6 @@ output file is left behind.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import sys
@@ -117,9 +116,12 @@ def cmd_train(args) -> int:
     out = check_model_folder(args.out, inputs=inputs, overwrite=args.overwrite)
     rank, world, backend = distributed.start(args.device)  # under torchrun: join the group
     try:
-        return _train(args, out, rank, world, backend, pairs)
-    finally:
-        distributed.finish()
+        code = _train(args, out, rank, world, backend, pairs)
+    except BaseException:
+        distributed.finish(ok=False)
+        raise
+    distributed.finish()
+    return code
 
 
 def _pairs(args) -> list:
@@ -179,7 +181,7 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
         raise VoxSegError("--boundary-from is for --loss boundary_ce; drop it or use that loss")
     if pairs:
         image, voxel = _read_pairs(args, pairs)
-        labels, shape = None, image[0][0].shape[-3:]
+        labels = None
     else:
         image, voxel = _read_image(args.image, args.channel_axis)
         volumes = [read_volume(path)[0] for path in args.labels]
@@ -188,16 +190,11 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
             config.class_names = [Path(p).name.split(".")[0] for p in args.labels]
         if args.voxel_size:
             voxel = _floats(args.voxel_size, 3, "--voxel-size")
-        shape = image.shape[-3:]
     mask = read_volume(args.mask)[0] if args.mask else None
     reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
     if world > 1 and rank == 0:
-        from .core.config import plan_config
-
-        batch = plan_config(copy.deepcopy(config), shape, voxel)[0].batch_size
-        print(f"distributed: {world} processes ({backend}), each a batch of {batch} patches of "
-              f"its own ({world * batch} a step in all, gradients averaged); learning rate "
-              f"{config.learning_rate:g}; rank 0 writes the model", file=sys.stderr)
+        print(f"distributed: {world} processes ({backend}), each drawing patches of its own, "
+              "gradients averaged at every step; rank 0 writes the model", file=sys.stderr)
     bar = Progress("train") if rank == 0 else None
     judged: dict = {}
 
@@ -214,6 +211,10 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     if rank != 0:  # one model, written by rank 0 alone
         return 0
     bar.close()
+    if world > 1:
+        done = result.model.config["training"]
+        print(f"distributed: batch {done['batch_size']} per process, {world * done['batch_size']} "
+              f"a step in all; learning rate {done['learning_rate']:g}", file=sys.stderr)
     for note in result.adjustments:
         print(f"note: {note}", file=sys.stderr)
     judgement = result.model.config["training"].get("validation")

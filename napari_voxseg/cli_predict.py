@@ -132,8 +132,9 @@ def _predict_many(args, images: list[Path]) -> int:
     from .core.outputs import check_outputs
 
     plans = planned_outputs(args, images)
-    todo = [(i, p) for i, p in zip(images, plans)
-            if args.overwrite or not all(q.exists() for q in p.paths())]
+    found = [[q for q in p.paths() if q.exists()] for p in plans]
+    # all outputs there: done; some: left by an earlier run that stopped (told per file)
+    todo = [(i, p) for i, p, f in zip(images, plans, found) if args.overwrite or not f]
     # Before any work: every output has a sound place, none is an input or another output.
     with _out_dir(Path(args.out_dir)):
         inputs = [args.model, *images]
@@ -147,16 +148,25 @@ def _predict_many(args, images: list[Path]) -> int:
     n = len(images)
     for k, (image, plan) in enumerate(zip(images, plans), start=1):
         head = f"[{k}/{n}] {image.name}"
-        if (image, plan) not in todo:
+        there = found[k - 1]
+        if (image, plan) not in todo and len(there) == len(plan.paths()):
             skipped += 1
             print(f"{head}: skipped, {plan.out} exists (--overwrite to predict it again)",
                   flush=True)
+            continue
+        if (image, plan) not in todo:
+            missing = [q.name for q in plan.paths() if q not in there]
+            failed.append(image.name)
+            print(f"{head}: failed: {there[0].name} exists but {', '.join(missing)} does not "
+                  "(an earlier run stopped); delete it or add --overwrite", flush=True)
             continue
         start = time.perf_counter()
         try:
             summary = predict_file(args, model, image, plan, bar=False)
         except KeyboardInterrupt:
-            raise
+            print(f"{head}: interrupted; predicted {done} of {n} before it, written in "
+                  f"{args.out_dir}", flush=True)
+            return 130
         except Exception as exc:  # one bad file never stops the others
             failed.append(image.name)
             print(f"{head}: failed: {_reason(exc)}", flush=True)
@@ -238,25 +248,35 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
         progress.close()
     voxel = voxel or (tuple(model.config["voxel_size"]) if model.config.get("voxel_size")
                       else None)
+    objects = None
+    if "objects" in outputs.extra:  # made before anything is written: all or nothing
+        from .core.objects import make_objects
+
+        objects = make_objects(result.output, args.object_classes, voxel_size=voxel,
+                               num_classes=_num_classes(model), time=series)
     for path, values in ((outputs.out, result.output), (outputs.probabilities,
-                         result.probabilities), (outputs.uncertainty, result.uncertainty)):
+                         result.probabilities), (outputs.uncertainty, result.uncertainty),
+                         (outputs.extra.get("objects"), objects)):
         if path:
             write_volume(path, values, voxel, overwrite=args.overwrite, time=series)
     described = f"{outputs.out} ({_describe(result, model)})"
-    return described + _objects(args, model, result.output, outputs, voxel, series)
+    if objects is None:
+        return described
+    count = int(objects[-1].max() if series else objects.max()) if objects.size else 0
+    return described + f"; {count} objects{' in the last frame' if series else ''} in " \
+        f"{outputs.extra['objects']}"
 
 
-def _objects(args, model, labels, outputs: Outputs, voxel, series: bool = False) -> str:
-    """Write the objects asked for (--instances); what to add to the summary."""
+def _objects(args, model, labels, outputs: Outputs, voxel) -> str:
+    """Write the objects asked for (--instances) of a zarr prediction; for the summary."""
     if "objects" not in outputs.extra:
         return ""
     from .core.objects import write_objects
 
     count = write_objects(labels, outputs.extra["objects"], args.object_classes,
                           voxel_size=voxel, num_classes=_num_classes(model),
-                          overwrite=args.overwrite, time=series)
-    return f"; {count} objects{' in the last frame' if series else ''} in " \
-           f"{outputs.extra['objects']}"
+                          overwrite=args.overwrite)
+    return f"; {count} objects in {outputs.extra['objects']}"
 
 
 def _num_classes(model) -> int:
@@ -277,7 +297,7 @@ def _warn_voxel_size(model, voxel, resample: bool) -> None:
 
 def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> str:
     """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
-    from .cli import Progress, _floats, _read_image
+    from .cli import Progress, _floats
     from .core import VoxSegError, run_to_end
     from .core.blocks import iter_predict_blocks, open_zarr
 
@@ -289,6 +309,10 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
         raise VoxSegError("--resample works on volumes in memory, not block-wise (.zarr); "
                           "resample the volume first, or give a .tif/.npy/.nii.gz image and "
                           "outputs")
+    series = ("time series are written to files (.tif, .npy, .nii.gz), not .zarr stores; "
+              "name the outputs otherwise")
+    if args.time_axis is not None:
+        raise VoxSegError(f"--time-axis: {series}")
     if image.suffix.lower() == ".zarr":
         source = open_zarr(image)
         voxel = source.attrs.get("voxel_size") if hasattr(source, "attrs") else None
@@ -296,7 +320,13 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
             raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
                               "first (C, Z, Y, X) or says where they are (OME-Zarr)")
     else:
-        source, voxel = _read_image(image, args.channel_axis)
+        from .cli import _move_channels
+        from .core.series import read_series
+
+        source, voxel, is_series = read_series(image, None, args.channel_axis)
+        if is_series:
+            raise VoxSegError(f"{image.name} is a time series; {series}")
+        source = _move_channels(source, args.channel_axis, image)
     if args.voxel_size:
         voxel = _floats(args.voxel_size, 3, "--voxel-size")
     _warn_voxel_size(model, voxel, False)
@@ -346,8 +376,9 @@ def _describe(result, model) -> str:
         return f"shape {values.shape}, values {values.min():.4g} to {values.max():.4g}"
     if result.task == "multilabel":
         names = [c.get("name", "?") for c in model.config["classes"]]
-        share = ", ".join(f"{n} {100 * np.mean(v == 2):.1f}%" for n, v in zip(names,
-                                                                              result.labels))
+        axis = result.labels.ndim - 4  # (K, Z, Y, X), or (T, K, Z, Y, X) for a series
+        share = ", ".join(f"{n} {100 * np.mean(np.take(result.labels, k, axis) == 2):.1f}%"
+                          for k, n in enumerate(names))
         return f"shape {result.labels.shape}, 1 = absent, 2 = present; present: {share}"
     counts = {int(c): int(n) for c, n in zip(*np.unique(result.labels, return_counts=True))}
     return f"shape {result.labels.shape}, voxels per class {counts}"

@@ -81,12 +81,11 @@ def train_job(job: Job, image, labels, config, voxel_size, model=None, outputs=N
         wish = outputs.pop("objects", None)
         prediction = yield from iter_predict(result.model, image,
                                              should_stop=job.abandon.is_set, **outputs)
-        try:
-            objects = objects_request(wish, result.model.config)
-        except VoxSegError as exc:  # a class the model does not have: the model is kept
-            result.adjustments.append(f"no objects: {exc}")
-            objects = None
-        return result, with_objects(prediction, objects)
+        try:  # an objects error never loses the trained model
+            prediction = with_objects(prediction, objects_request(wish, result.model.config))
+        except (VoxSegError, MemoryError) as exc:
+            result.adjustments.append(f"no objects: {exc or 'out of memory'}")
+        return result, prediction
     finally:
         job.done.set()
 

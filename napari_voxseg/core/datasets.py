@@ -1,13 +1,16 @@
 """Folders of volumes: which files of a folder are images to predict, and (for training) which
 label file goes with which image.
 
-The layout is nnU-Net's, in any format the readers take::
+The layout is nnU-Net's, in any format the readers take, with its folder names or plain ones::
 
-    DIR/images/a.tif   DIR/labels/a.tif
-    DIR/images/b.nii.gz   DIR/labels/b.nii.gz
+    DIR/images/a.tif      DIR/labels/a.tif          (or imagesTr/ and labelsTr/)
+    DIR/images/b.nii.gz   DIR/labels/b.nii.gz       (nnU-Net's b_0000.nii.gz also pairs)
 
 An image and its labels share a stem (the name without its suffix, both parts of
-``.nii.gz``). Hidden files (``.DS_Store``, editors' backups starting with ``.``) are passed
+``.nii.gz``; an image's nnU-Net channel suffix ``_0000`` aside). Prediction takes
+``images/``, else ``imagesTs/``, else ``imagesTr/``, else the folder itself.
+
+Hidden files (``.DS_Store``, editors' backups starting with ``.``) are passed
 over; any other file voxseg cannot read is refused before any work, naming it, since a folder
 with a stray file is more often a mistake than a wish.
 """
@@ -19,7 +22,12 @@ from pathlib import Path
 from .errors import VoxSegError
 from .paths import READ_SUFFIXES, stem_of, suffix_of
 
-IMAGES, LABELS = "images", "labels"
+IMAGES, LABELS = ("images", "imagesTr"), ("labels", "labelsTr")
+_PREDICT = ("images", "imagesTs", "imagesTr")
+
+
+def _first(folder: Path, names) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_dir()), None)
 
 
 def _volumes_in(folder: Path) -> list[Path]:
@@ -42,10 +50,12 @@ def _volumes_in(folder: Path) -> list[Path]:
     return found
 
 
-def _by_stem(paths: list[Path], folder: Path) -> dict[str, Path]:
+def _by_stem(paths: list[Path], folder: Path, channel_suffix: bool = False) -> dict[str, Path]:
     stems: dict[str, Path] = {}
     for path in paths:
         stem = stem_of(path)
+        if channel_suffix and stem.endswith("_0000"):
+            stem = stem[:-5]
         if stem in stems:
             raise VoxSegError(f"{folder} holds both {stems[stem].name} and {path.name}; give "
                               "each volume its own name")
@@ -61,8 +71,7 @@ def dataset_images(folder) -> list[Path]:
         what = "not a folder" if folder.exists() else "no such folder"
         raise VoxSegError(f"--dataset {folder}: {what}; give a folder of volumes, or one with "
                           "images/ (and labels/)")
-    inner = folder / IMAGES
-    where = inner if inner.is_dir() else folder
+    where = _first(folder, _PREDICT) or folder
     images = _volumes_in(where)
     if not images:
         raise VoxSegError(f"--dataset {folder}: no volumes in {where}")
@@ -74,20 +83,22 @@ def dataset_pairs(folder) -> list[tuple[Path, Path]]:
     """The (image, labels) pairs of a dataset folder with ``images/`` and ``labels/`` whose
     files share their stems; a missing or extra label file is refused, naming it."""
     folder = Path(folder)
-    if not (folder / IMAGES).is_dir() or not (folder / LABELS).is_dir():
+    inner, outer = _first(folder, IMAGES), _first(folder, LABELS)
+    if inner is None or outer is None:
         raise VoxSegError(f"--dataset {folder}: a training dataset holds two folders, "
-                          f"{IMAGES}/ and {LABELS}/, with files of the same names")
-    images = _by_stem(_volumes_in(folder / IMAGES), folder / IMAGES)
-    labels = _by_stem(_volumes_in(folder / LABELS), folder / LABELS)
+                          "images/ and labels/ (or nnU-Net's imagesTr/ and labelsTr/), with "
+                          "files of the same names")
+    images = _by_stem(_volumes_in(inner), inner, channel_suffix=True)
+    labels = _by_stem(_volumes_in(outer), outer)
     if not images:
-        raise VoxSegError(f"--dataset {folder}: {IMAGES}/ holds no volumes")
+        raise VoxSegError(f"--dataset {folder}: {inner.name}/ holds no volumes")
     missing = [images[s].name for s in images if s not in labels]
     if missing:
         raise VoxSegError(f"--dataset {folder}: no labels for {', '.join(missing[:3])}"
-                          f"{' ...' if len(missing) > 3 else ''}; add labels/<same name> "
+                          f"{' ...' if len(missing) > 3 else ''}; add {outer.name}/<same name> "
                           "(strokes: 0 = not annotated) or move the image out")
     extra = [labels[s].name for s in labels if s not in images]
     if extra:
-        raise VoxSegError(f"--dataset {folder}: labels/{extra[0]} has no image of that name "
-                          f"in {IMAGES}/; rename or remove it")
+        raise VoxSegError(f"--dataset {folder}: {outer.name}/{extra[0]} has no image of that "
+                          f"name in {inner.name}/; rename or remove it")
     return [(images[s], labels[s]) for s in images]

@@ -81,8 +81,11 @@ def mean(value: float) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
-def finish() -> None:
-    """Leave the process group (after the last collective call)."""
+def finish(ok: bool = True) -> None:
+    """Leave the process group: after a barrier when this process ended well; at once after
+    an error (the other processes then fail in their next collective call, and torchrun
+    ends them, rather than all waiting for each other)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()

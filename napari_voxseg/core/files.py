@@ -41,7 +41,7 @@ def _read_nifti(path: Path, time: bool = False):
 
     img = nib.load(str(path))
     shape = tuple(img.shape)
-    if time and len(shape) == 4:
+    if time and len(shape) == 4 and shape[3] > 1:
         canonical = nib.as_closest_canonical(img)
         array = np.ascontiguousarray(np.asanyarray(canonical.dataobj).transpose(3, 2, 1, 0))
         zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
@@ -280,11 +280,14 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
 
     if array.dtype.kind in "iu":
         top = int(array.max()) if array.size else 0
-        array = array.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.float32)
+        if top >= 65536:  # ImageJ has no 32-bit integers: an OME-TIFF keeps the labels exact
+            array, ome = array.astype(np.uint32), True
+        else:
+            array = array.astype(np.uint8 if top < 256 else np.uint16)
     elif array.dtype != np.float32:
         array = array.astype(np.float32)
-    if time:
-        _write_tiff_series(target, array, voxel_size, ome)
+    if time or (ome and array.dtype == np.uint32):
+        _write_tiff_series(target, array, voxel_size, ome, time)
         return
     kwargs = {}
     if voxel_size is not None:
@@ -304,11 +307,14 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
-def _write_tiff_series(target: str, array: np.ndarray, voxel_size, ome: bool) -> None:
-    """A (T, [C,] Z, Y, X) series as an OME-TIFF or an ImageJ hyperstack that says its axes."""
+def _write_tiff_series(target: str, array: np.ndarray, voxel_size, ome: bool,
+                       time: bool = True) -> None:
+    """A (T, [C,] Z, Y, X) series (or without ``time`` a (Z, Y, X) or (C, Z, Y, X) volume) as
+    an OME-TIFF or an ImageJ hyperstack that says its axes."""
     import tifffile
 
-    axes = "TCZYX" if array.ndim == 5 else "TZYX"
+    axes = ("TCZYX" if array.ndim == 5 else "TZYX") if time else \
+        ("CZYX" if array.ndim == 4 else "ZYX")
     if ome:
         meta: dict = {"axes": axes}
         if voxel_size is not None:

@@ -53,7 +53,6 @@ def write_objects(labels, path, classes: Sequence[int], *, voxel_size=None,
     with ``time`` a series of those, or a zarr store of one) to ``path``; the number of
     objects (in the last frame of a series, as each frame is numbered from 1)."""
     from .files import write_volume
-    from .instances import instance_labels
 
     path = Path(path)
     if suffix_of(path) == ".zarr":
@@ -63,12 +62,24 @@ def write_objects(labels, path, classes: Sequence[int], *, voxel_size=None,
         return _write_zarr_objects(labels, path, classes, voxel_size=voxel_size,
                                    num_classes=num_classes, overwrite=overwrite,
                                    block_shape=block_shape)
-    frames = list(np.asarray(labels)) if time else [np.asarray(labels)]
-    found = [instance_labels(frame, classes, voxel_size=voxel_size, num_classes=num_classes)
-             for frame in frames]
-    write_volume(path, np.stack(found) if time else found[0], voxel_size, overwrite=overwrite,
-                 time=time)
-    return int(found[-1].max()) if found[-1].size else 0
+    found = make_objects(labels, classes, voxel_size=voxel_size, num_classes=num_classes,
+                         time=time)
+    write_volume(path, found, voxel_size, overwrite=overwrite, time=time)
+    last = found[-1] if time else found
+    return int(last.max()) if last.size else 0
+
+
+def make_objects(labels, classes: Sequence[int], *, voxel_size=None,
+                 num_classes: int | None = None, time: bool = False) -> np.ndarray:
+    """The objects of a prediction in memory (with ``time``, of each frame, numbered from 1
+    in each)."""
+    from .instances import instance_labels
+
+    if not time:
+        return instance_labels(np.asarray(labels), classes, voxel_size=voxel_size,
+                               num_classes=num_classes)
+    return np.stack([instance_labels(frame, classes, voxel_size=voxel_size,
+                                     num_classes=num_classes) for frame in np.asarray(labels)])
 
 
 def _write_zarr_objects(labels, path: Path, classes, *, voxel_size, num_classes, overwrite,

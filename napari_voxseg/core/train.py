@@ -118,6 +118,9 @@ def _step(run: Run, step: int) -> float:
         try:
             return _optimizer_step(run)
         except torch.cuda.OutOfMemoryError:
+            if run.forward is not None:  # DDP: the processes cannot shrink in step
+                raise VoxSegError("a GPU ran out of memory under torchrun; give a smaller "
+                                  "--batch-size or --patch-size") from None
             _shrink_after_oom(run, step)
 
 

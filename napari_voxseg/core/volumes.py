@@ -99,13 +99,17 @@ def _resampled(image, labels, voxel, target, index: int, notes: list):
     from .resample import resize
 
     image = resize(torch.from_numpy(np.ascontiguousarray(image)), shape).numpy()
-    flat = labels.reshape(-1, *labels.shape[-3:])
-    grid = [np.minimum((np.arange(m) + 0.5) * n / m, n - 1).astype(np.intp)
-            for n, m in zip(labels.shape[-3:], shape)]
-    flat = flat[np.ix_(range(flat.shape[0]), *grid)]
+    strokes = labels
+    for axis, (n, m) in enumerate(zip(labels.shape[-3:], shape)):
+        # each new voxel takes the largest label of the old voxels it covers (nearest when
+        # enlarging): a stroke one slice thin is kept when the slices get thicker
+        starts = np.floor(np.arange(m) * n / m).astype(np.intp)
+        strokes = np.maximum.reduceat(strokes, starts, axis=labels.ndim - 3 + axis)
     notes.append(f"pair {index} resampled from voxel size {'x'.join(f'{v:g}' for v in voxel)} "
-                 f"to {'x'.join(f'{v:g}' for v in target)} (pair 1's), {shape}")
-    return image, flat.reshape(*labels.shape[:-3], *shape)
+                 f"to {'x'.join(f'{v:g}' for v in target)} (the first pair's that has one), "
+                 f"{shape}; its strokes: {np.count_nonzero(labels)} voxels, then "
+                 f"{np.count_nonzero(strokes)}")
+    return image, strokes
 
 
 def gather(pairs: Sequence, voxel_sizes=None, *, task: str = "multiclass",

@@ -101,3 +101,21 @@ def test_napari_saves_a_labels_layer_with_our_writer(make_napari_viewer, tmp_pat
     back, voxel = read_volume(tmp_path / "seg.nii.gz")
     np.testing.assert_array_equal(back, layer.data)
     assert voxel == pytest.approx((3.0, 1.0, 2.0))
+
+
+def test_labels_past_65535_stay_exact_in_a_tiff(tmp_path):
+    labels = (np.arange(6 * 7 * 8, dtype=np.uint32).reshape(6, 7, 8) + 70_000)
+    write_volume(tmp_path / "objects.tif", labels, (2.0, 1.0, 1.0))
+    back, voxel = read_volume(tmp_path / "objects.tif")
+    assert back.dtype == np.uint32 and np.array_equal(back, labels) and voxel == (2.0, 1.0, 1.0)
+
+
+def test_a_nifti_with_one_time_point_is_one_volume(tmp_path):
+    import nibabel as nib
+
+    from napari_voxseg.core.files import read_volume_info
+
+    data = np.random.default_rng(0).random((5, 6, 7, 1)).astype(np.float32)  # X, Y, Z, T
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "one.nii.gz"))
+    array, info = read_volume_info(tmp_path / "one.nii.gz", time=True)
+    assert array.shape == (7, 6, 5) and info["time_axis"] is None

@@ -130,6 +130,8 @@ def _bad_inputs(d, model):
                                  "--resample"], "--resample", d / "p.zarr"),
         ("time axis of a 3D image", ["predict", model, img, "--out", d / "p.tif",
                                      "--time-axis", "5"], "--time-axis", d / "p.tif"),
+        ("time series into zarr", ["predict", model, img, "--out", d / "p.zarr",
+                                   "--time-axis", "0"], "not .zarr", d / "p.zarr"),
         ("fine-tune with more classes", ["train", img, d / "three_classes.npy", "--out", out,
                                          "--init", model], "classes", out),
     ]

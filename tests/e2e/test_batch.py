@@ -141,3 +141,17 @@ def test_objects_of_a_prediction(trained, files, tmp_path):
                "--instances", "nuclei")
     assert proc.returncode == 2 and "'nuclei' is not a class" in proc.stderr
     assert tree(tmp_path) == before
+
+
+def test_a_batch_left_half_done_says_what_to_do(trained, files, tmp_path):
+    """An image whose labels are there but not its objects (a run stopped between them) is
+    reported with what to do, the others go on; --overwrite predicts it again."""
+    out = tmp_path / "o"
+    assert run("predict", trained, files / "image.tif", "--out-dir", out).returncode == 0
+    proc = run("predict", trained, files / "image.tif", "--out-dir", out, "--instances", "2")
+    assert proc.returncode == 1
+    assert "image.tif exists but image-objects.tif does not" in proc.stdout
+    assert "--overwrite" in proc.stdout and not (out / "image-objects.tif").exists()
+    proc = run("predict", trained, files / "image.tif", "--out-dir", out, "--instances", "2",
+               "--overwrite")
+    assert proc.returncode == 0 and (out / "image-objects.tif").exists()

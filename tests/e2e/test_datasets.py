@@ -103,3 +103,13 @@ def test_train_takes_a_list_of_pairs(small_volume):
                    TrainConfig(iterations=3, patch_size=(8, 16, 16), base_channels=4, depth=2))
     assert result.model.config["training"]["volumes"] == 2
     assert predict(result.model, image).shape == truth.shape
+
+
+def test_strokes_one_slice_thin_survive_thicker_slices(small_volume):
+    image, _, strokes = small_volume
+    thin = np.zeros_like(strokes)
+    thin[5] = strokes[5]  # one slice of strokes, in a volume of 1 x 1 x 1 voxels
+    canvas = gather([(image[::4], strokes[::4]), (image, thin)], [(4, 1, 1), (1, 1, 1)])
+    second = canvas.labels[canvas.regions[1]]
+    assert second.shape == (4, 32, 32) and np.count_nonzero(second) == np.count_nonzero(thin)
+    assert "its strokes: " in canvas.notes[0]

@@ -20,8 +20,9 @@ def test_two_processes_write_one_model(files, tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "distributed: 2 processes (gloo)" in proc.stderr and "4 a step in all" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert proc.stdout.count("saved model to") == 1  # rank 1 writes and says nothing
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing from rank 1
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "config.json", "model.safetensors", "stage1.safetensors"]
     assert tree(files) == before
@@ -30,6 +31,15 @@ def test_two_processes_write_one_model(files, tmp_path):
     image, _ = read_volume(files / "image.tif")
     labels = predict(load_model(tmp_path / "model"), image)
     assert labels.shape == image.shape and set(np.unique(labels)) <= {1, 2}
+    # several volumes under torchrun
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "napari_voxseg", "train", "--pair", files / "image.tif", files / "strokes.tif",
+         "--pair", files / "image.tif", files / "strokes.tif", "--out", tmp_path / "two",
+         "--iterations", "2", "--patch-size", "16,32,32", "--threads", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert load_model(tmp_path / "two").config["training"]["volumes"] == 2
 
 
 def test_each_process_draws_its_own_patches(small_volume, monkeypatch):
