@@ -215,7 +215,7 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
     written."""
     if _blockwise(image, outputs):
         return _predict_blocks(args, model, image, outputs, bar)
-    from .cli import Progress, _floats, _move_channels
+    from .cli_common import Progress, _floats, _move_channels
     from .core import iter_predict, run_to_end, write_volume
     from .core.card import image_channels
     from .core.data import check_image
@@ -297,7 +297,7 @@ def _warn_voxel_size(model, voxel, resample: bool) -> None:
 
 def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> str:
     """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
-    from .cli import Progress, _floats
+    from .cli_common import Progress, _floats
     from .core import VoxSegError, run_to_end
     from .core.blocks import iter_predict_blocks, open_zarr
 
@@ -320,7 +320,7 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
             raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
                               "first (C, Z, Y, X) or says where they are (OME-Zarr)")
     else:
-        from .cli import _move_channels
+        from .cli_common import _move_channels
         from .core.series import read_series
 
         source, voxel, is_series = read_series(image, None, args.channel_axis)

@@ -97,10 +97,13 @@ def input_image(form: Form, image_layer, channels: int | None = None) -> np.ndar
     return np.asarray(image_reader(form, image_layer, channels)[0].get(), dtype=np.float32)
 
 
-def image_reader(form: Form, image_layer, channels: int | None = None) -> tuple[Later, tuple]:
-    """The image and the chosen extra channels, read later (by the worker), and their
-    (C, Z, Y, X) shape, checked now (shapes and channel counts: no voxel is read)."""
-    extra = [layer for layer in (form.channels.value or []) if layer is not image_layer]
+def image_reader(form: Form, image_layer, channels: int | None = None, *,
+                 alone: bool = False) -> tuple[Later, tuple]:
+    """The image and the chosen extra channels (none when ``alone``), read later (by the
+    worker), and their (C, Z, Y, X) shape, checked now (shapes and channel counts: no voxel
+    is read)."""
+    extra = [] if alone else [layer for layer in (form.channels.value or [])
+                              if layer is not image_layer]
     layers = [image_layer, *extra]
     shapes = [check_image_layout(layer.data, name=layer.name) for layer in layers]
     for layer, shape in zip(extra, shapes[1:]):
@@ -291,10 +294,27 @@ def training_run(form: Form, model=None, *, fine_tune: bool = False) -> Training
                                             config.learning_rate * FINE_TUNE_LR_FACTOR})
     config = config.checked()
     check_strokes(form, inputs, shape[1:], config)
+    _with_training_set(form, image_layer, inputs)
     if fine_tune:  # a copy: the model in use stays whole (and can be saved) while this trains
         inputs.kwargs["model"] = copy.deepcopy(model)
     run = TrainingRun(image_layer, image, shape, inputs, config)
     return _ready(form, run, inputs.kwargs.get("model"))
+
+
+def _with_training_set(form: Form, image_layer, inputs: Inputs) -> None:
+    """The other pairs of the training set (``form.training_set``), if any, for the worker:
+    the run's live strokes then follow every pair's annotations (a list, the chosen first)."""
+    training_set = getattr(form, "training_set", None)
+    if training_set is None:
+        return
+    others = training_set.others(image_layer, form.labels_choice.value)
+    if others:
+        chosen = form.labels_choice.value
+        live = LiveStrokes([chosen, *(labels for _, labels, _ in others)], as_list=True)
+        inputs.kwargs["pairs"] = [(image, voxel) for image, _, voxel in others]
+        inputs.labels, inputs.live = Later(live.take), live
+        inputs.layers = [*inputs.layers, *(layer for pair in training_set.pairs
+                                           for layer in pair)]
 
 
 def continued_run(form: Form, model, resume) -> TrainingRun:

@@ -68,14 +68,20 @@ def train_job(job: Job, image, labels, config, voxel_size, model=None, outputs=N
     """Train (with live previews), then predict the whole volume. Yields core events;
     returns ``(TrainResult, PredictResult | None)``."""
     outputs = outputs or {}
+    pairs = kwargs.pop("pairs", None)  # the training set's other pairs
     try:  # read here, in the worker: the image as float32, the strokes (first take)
         image, labels = resolve(image), resolve(labels)
         kwargs = {key: resolve(value) for key, value in kwargs.items()}
-        result = yield from iter_train(image, labels, config, model=model,
-                                       voxel_size=voxel_size, should_stop=job.stop.is_set,
-                                       get_labels=None if job.live is None else job.live.take,
-                                       preview_region=job.preview_region,
-                                       preview_now=job.preview_now, **kwargs)
+        voxels = voxel_size
+        if pairs:  # several volumes: each pair's strokes (a list, the chosen pair's first)
+            image = [(image, labels[0]), *((resolve(i), s) for (i, _), s in zip(pairs,
+                                                                               labels[1:]))]
+            labels, voxels = None, [voxel_size, *(v for _, v in pairs)]
+        result = yield from iter_train(
+            image, labels, config, model=model, voxel_size=voxels,
+            should_stop=job.stop.is_set, get_labels=None if job.live is None else job.live.take,
+            preview_region=job.preview_region, preview_now=job.preview_now, **kwargs)
+        image = image[0][0] if pairs else image
         if job.abandon.is_set():
             return result, None
         wish = outputs.pop("objects", None)

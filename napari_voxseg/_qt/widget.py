@@ -40,6 +40,7 @@ from .predict_all import PredictAll
 from .report import RunReport
 from .results import ResultLayers, class_names
 from .session import Job, Session, predict_blocks_job, predict_job, scratch_store, train_job
+from .training_set import TrainingSet
 from .view import view_region
 
 __all__ = ["VoxSegWidget", "view_region"]
@@ -79,10 +80,13 @@ class VoxSegWidget(Container):
                                                   self.report.curve)
         self._build_controls()
         self.predict_all = PredictAll(self)
+        self.training_set = self.form.training_set = TrainingSet(napari_viewer, self.form)
         self.validation = self.report.validation
-        self.extend([*self.form.fields, self.buttons, self.progress, self.status,
-                     self.validation, self.outputs, self.objects, self.predict_buttons,
-                     self.save_button,
+        fields = self.form.fields
+        at = fields.index(self.form.new_labels_button) + 1
+        self.extend([*fields[:at], self.training_set.row, *fields[at:], self.buttons,
+                     self.progress, self.status, self.validation, self.outputs, self.objects,
+                     self.predict_buttons, self.save_button,
                      self.load_button, self.model_info])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._connect()

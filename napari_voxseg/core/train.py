@@ -265,7 +265,8 @@ def iter_train(
 
     ``image``: ``(Z, Y, X)`` or ``(C, Z, Y, X)``; or a list of ``(image, labels)`` pairs
     (``labels`` None, or the config in its place; ``voxel_size`` one per pair or one for all):
-    several volumes trained together, see :mod:`.volumes`. ``labels`` depends on
+    several volumes trained together, see :mod:`.volumes` (``get_labels`` then returns each
+    pair's strokes, a list; previews cover the first pair). ``labels`` depends on
     ``config.task``:
     multiclass: integer ``(Z, Y, X)``, 0 = not annotated, 1..K = classes; multilabel: ``(K, Z,
     Y, X)`` or a list of K ``(Z, Y, X)`` volumes, 0 = not annotated, 1 = absent, 2 = present;
@@ -295,7 +296,23 @@ def iter_train(
     if isinstance(labels, TrainConfig) and config is None:  # train([(image, labels)], config)
         labels, config = None, labels
     image, labels, voxel_size, canvas = _several(image, labels, config, voxel_size, mask,
-                                                 boundary_reference, preview_region)
+                                                 boundary_reference)
+    loop = _loop(image, labels, config, model=model, voxel_size=voxel_size,
+                 should_stop=should_stop, mask=mask, boundary_reference=boundary_reference,
+                 preview_region=preview_region, preview_every=preview_every,
+                 preview_now=preview_now, resume=resume,
+                 get_labels=get_labels if canvas is None else canvas.follow(get_labels))
+    if canvas is None:
+        return (yield from loop)
+    result = yield from canvas.first_pair_only(loop)
+    result.adjustments[:0] = canvas.notes
+    result.model.config["training"]["volumes"] = len(canvas.regions)
+    return result
+
+
+def _loop(image, labels, config, *, model, voxel_size, should_stop, get_labels, mask,
+          boundary_reference, preview_region, preview_every, preview_now, resume):
+    """:func:`iter_train` on one volume (or on the canvas of several)."""
     overlay = preview_region is not None
     run = yield from prepare_run(image, labels, config, model=model, voxel_size=voxel_size,
                                  mask=mask, boundary_reference=boundary_reference,
@@ -333,14 +350,10 @@ def iter_train(
                 yield judge(run, step + 1)
         else:
             step = run.cfg.iterations
-    result = finish_run(run, step, stopped, warning)
-    if canvas is not None:  # several volumes
-        result.adjustments[:0] = canvas.notes
-        result.model.config["training"]["volumes"] = len(canvas.regions)
-    return result
+    return finish_run(run, step, stopped, warning)
 
 
-def _several(image, labels, config, voxel_size, mask, boundary_reference, preview_region):
+def _several(image, labels, config, voxel_size, mask, boundary_reference):
     """``image`` as a list of (image, labels) pairs (``labels`` None): the canvas's image,
     strokes and voxel size, and the :class:`~.volumes.Canvas` (its notes and regions); else
     everything as it was, and None."""
@@ -348,9 +361,9 @@ def _several(image, labels, config, voxel_size, mask, boundary_reference, previe
         return image, labels, voxel_size, None
     from .volumes import gather
 
-    if mask is not None or boundary_reference is not None or preview_region is not None:
-        raise VoxSegError("several volumes train without a mask, a boundary reference or "
-                          "live previews; give one volume for those")
+    if mask is not None or boundary_reference is not None:
+        raise VoxSegError("several volumes train without a mask or a boundary reference; "
+                          "give one volume for those")
     cfg = config or TrainConfig()
     canvas = gather(image, voxel_size, task=cfg.task, percentiles=cfg.percentiles)
     return canvas.image, canvas.labels, canvas.voxel_size, canvas

@@ -28,13 +28,14 @@ Memory: one float32 copy of every pair (at the common voxel size) plus the gaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .data import DEFAULT_PERCENTILES, check_image, normalize
 from .errors import VoxSegError
+from .events import PreviewEvent
 
 GAP = 16  # voxels of zeros between volumes (the largest filter scale, 5, reaches 15)
 
@@ -46,6 +47,74 @@ class Canvas:
     voxel_size: tuple | None
     regions: list = field(default_factory=list)  # each pair's (Z, Y, X) slices on the canvas
     notes: list = field(default_factory=list)
+
+    def follow(self, get_labels):
+        """``get_labels`` (each pair's newer strokes, a list, or None) as the training loop
+        asks for them: the canvas's strokes, or None."""
+        if get_labels is None:
+            return None
+
+        def canvas_strokes():
+            fresh = get_labels()
+            return None if fresh is None else self.place(fresh)
+
+        return canvas_strokes
+
+    def first_pair_only(self, events):
+        """Pass on the training loop's events, its previews cropped to the first pair (which
+        lies at the canvas's origin: its regions and the canvas's are the same); return what
+        the loop returns."""
+        first = self.regions[0]
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                return done.value
+            if isinstance(event, PreviewEvent):
+                event = _cropped(event, first)
+                if event is None:
+                    continue
+            yield event
+
+    def place(self, strokes: Sequence) -> np.ndarray:
+        """New canvas strokes from each pair's strokes (as painted, at the pair's own voxel
+        size: resampled as :func:`gather` resampled them)."""
+        out = np.zeros_like(self.labels)
+        for region, labels in zip(self.regions, strokes):
+            labels = np.asarray(labels)
+            shape = tuple(r.stop - r.start for r in region)
+            if tuple(labels.shape[-3:]) != shape:
+                labels = resample_strokes(labels, shape)
+            out[(..., *region)] = labels
+        return out
+
+
+def _cropped(event: PreviewEvent, region) -> PreviewEvent | None:
+    """``event`` with its region and results cut to ``region`` (None when outside it)."""
+    inner = tuple(slice(max(a.start, b.start), min(a.stop, b.stop))
+                  for a, b in zip(event.region, region))
+    if any(s.stop <= s.start for s in inner):
+        return None
+    if inner == tuple(event.region):
+        return event
+    local = (..., *(slice(s.start - a.start, s.stop - a.start)
+                    for s, a in zip(inner, event.region)))
+    result = event.result
+    parts = {name: getattr(result, name)[local] for name in ("labels", "probabilities",
+                                                              "values", "uncertainty")
+             if getattr(result, name, None) is not None}
+    return replace(event, region=inner, result=replace(result, **parts))
+
+
+def resample_strokes(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Strokes (..., Z, Y, X) at the spatial ``shape``: each new voxel takes the largest label
+    of the old voxels it covers (nearest when enlarging), so a stroke one slice thin is kept
+    when the slices get thicker."""
+    strokes = labels
+    for axis, (n, m) in enumerate(zip(labels.shape[-3:], shape)):
+        starts = np.floor(np.arange(m) * n / m).astype(np.intp)
+        strokes = np.maximum.reduceat(strokes, starts, axis=labels.ndim - 3 + axis)
+    return strokes
 
 
 def _stack(labels, task: str) -> np.ndarray:
@@ -99,12 +168,7 @@ def _resampled(image, labels, voxel, target, index: int, notes: list):
     from .resample import resize
 
     image = resize(torch.from_numpy(np.ascontiguousarray(image)), shape).numpy()
-    strokes = labels
-    for axis, (n, m) in enumerate(zip(labels.shape[-3:], shape)):
-        # each new voxel takes the largest label of the old voxels it covers (nearest when
-        # enlarging): a stroke one slice thin is kept when the slices get thicker
-        starts = np.floor(np.arange(m) * n / m).astype(np.intp)
-        strokes = np.maximum.reduceat(strokes, starts, axis=labels.ndim - 3 + axis)
+    strokes = resample_strokes(labels, shape)
     notes.append(f"pair {index} resampled from voxel size {'x'.join(f'{v:g}' for v in voxel)} "
                  f"to {'x'.join(f'{v:g}' for v in target)} (the first pair's that has one), "
                  f"{shape}; its strokes: {np.count_nonzero(labels)} voxels, then "

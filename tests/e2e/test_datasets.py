@@ -113,3 +113,38 @@ def test_strokes_one_slice_thin_survive_thicker_slices(small_volume):
     second = canvas.labels[canvas.regions[1]]
     assert second.shape == (4, 32, 32) and np.count_nonzero(second) == np.count_nonzero(thin)
     assert "its strokes: " in canvas.notes[0]
+
+
+def test_the_canvas_follows_new_strokes_and_crops_previews(small_volume):
+    from napari_voxseg.core.events import PreviewEvent
+    from napari_voxseg.core.infer import PredictResult
+
+    image, _, strokes = small_volume
+    canvas = gather([(image, strokes), (image[::2], strokes[::2])], [(1, 1, 1), (2, 1, 1)])
+    painted = strokes.copy()
+    painted[0, 0, 0] = 2  # a stroke painted meanwhile on the second pair
+    fresh = canvas.follow(lambda: [strokes, painted])()
+    assert fresh[canvas.regions[1]][0, 0, 0] == 2
+    np.testing.assert_array_equal(fresh[canvas.regions[0]], strokes)
+    assert canvas.follow(lambda: None)() is None
+
+    whole = tuple(slice(0, n) for n in canvas.labels.shape)
+    labels = np.arange(canvas.labels.size).reshape(canvas.labels.shape)
+    events = iter([PreviewEvent(0, 1, whole, PredictResult(labels), 0, 0.0, 0.0, stage=1),
+                   PreviewEvent(0, 1, (slice(0, 2), slice(0, 2), slice(40, 44)),
+                                PredictResult(labels[:2, :2, 40:44]), 0, 0.0, 0.0)])
+
+    def loop():
+        yield from events
+        return "done"
+
+    seen = []
+    gen = canvas.first_pair_only(loop())
+    while True:
+        try:
+            seen.append(next(gen))
+        except StopIteration as stop:
+            assert stop.value == "done"
+            break
+    assert len(seen) == 1 and seen[0].region == canvas.regions[0]
+    np.testing.assert_array_equal(seen[0].result.labels, labels[canvas.regions[0]])

@@ -215,7 +215,7 @@ def test_ome_tiff_channels_and_voxel_size(tmp_path, make_napari_viewer):
     array, info = read_volume_info(tmp_path / "cells.ome.tif")
     np.testing.assert_array_equal(array, np.moveaxis(data, 1, 0))
     assert info == {"voxel_size": (1.5, 0.3, 0.2), "channel_axis": 0,
-                    "channel_names": ["DAPI", "GFP"]}
+                    "channel_names": ["DAPI", "GFP"], "time_axis": None}
     viewer = make_napari_viewer()
     viewer.open(tmp_path / "cells.ome.tif", plugin="napari-voxseg")
     assert [layer.name for layer in viewer.layers] == ["cells DAPI", "cells GFP"]
