@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..core.files import READ_SUFFIXES, read_nifti, read_volume_info, stem_of, suffix_of
 
+# In the metadata of a layer read from a time series: its first axis is time.
+TIME_KEY = "time_axis"
+
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
 _LABEL_NAME = re.compile(r"label|mask|seg|stroke|annot|pred|truth|(^|[_\-. ])gt([_\-. ]|$)", re.I)
 
@@ -67,19 +70,26 @@ def read_layers(path):
     layers = []
     for p in paths:
         if suffix_of(p) in (".nii", ".nii.gz"):
-            array, voxel_size, affine = read_nifti(p)
+            array, voxel_size, affine = read_nifti(p, time=True)
             meta = {"metadata": {"nifti_affine": affine.tolist()}}
-            info = {}
+            info = {"time_axis": 0 if array.ndim == 4 else None}
         else:
-            array, info = read_volume_info(p)
+            array, info = read_volume_info(p, time=True)
             voxel_size = info["voxel_size"]
             meta = {}
+        if info.get("time_axis") == 0:  # a time series: T first, the time slider in napari
+            meta.setdefault("metadata", {})[TIME_KEY] = 0
         name = stem_of(p)
         meta["name"] = name
         if voxel_size is not None and array.ndim >= 3:
             meta["scale"] = (1.0,) * (array.ndim - 3) + tuple(voxel_size)
         kind = "labels" if array.dtype.kind in "iu" and _LABEL_NAME.search(name) else "image"
-        if kind == "image" and array.ndim == 4 and info.get("channel_axis") == 0:
+        if kind == "image" and array.ndim == 5 and info.get("channel_axis") == 1:
+            meta["channel_axis"] = 1  # one (T, Z, Y, X) layer per channel
+            names = info.get("channel_names") or [f"channel {c}"
+                                                  for c in range(array.shape[1])]
+            meta["name"] = [f"{name} {n}" for n in names]
+        elif kind == "image" and array.ndim == 4 and info.get("channel_axis") == 0:
             # One Image layer per channel (napari's way), each (Z, Y, X) with the voxel size;
             # VoxSeg trains on them together when they are chosen as channels.
             meta["channel_axis"] = 0

@@ -260,10 +260,15 @@ def _input_name(form: Form) -> str | None:
     return None if layer is None else layer.name
 
 
-def _image_layer(form: Form):
-    if form.image_choice.value is None:
+def _image_layer(form: Form, training: bool = False):
+    layer = form.image_choice.value
+    if layer is None:
         raise VoxSegError("no image layer: open a volume first")
-    return form.image_choice.value
+    if training and layer.metadata.get("time_axis") == 0 and layer.ndim == 4:
+        raise VoxSegError(f"{layer.name} is a time series; train on one time point (e.g. "
+                          "copy it to a layer of its own: layer.data[t]), then predict the "
+                          "series")
+    return layer
 
 
 def _ready(form: Form, run: TrainingRun, model) -> TrainingRun:
@@ -283,7 +288,7 @@ def training_run(form: Form, model=None, *, fine_tune: bool = False) -> Training
     if fine_tune and model_task != form.task.value:
         raise VoxSegError(f"the model does a {model_task} task, not {form.task.value}; "
                           f"set Task to {model_task}, or press Train for a new model")
-    image_layer = _image_layer(form)
+    image_layer = _image_layer(form, training=True)
     channels = image_channels(model.config) if fine_tune else None
     image, shape = image_reader(form, image_layer, channels)
     inputs = training_inputs(form)
@@ -322,7 +327,7 @@ def continued_run(form: Form, model, resume) -> TrainingRun:
     if resume is None or model is None:
         raise VoxSegError("nothing to continue: Continue goes on with a run you "
                           "stopped; press Train or Fine-tune")
-    image_layer = _image_layer(form)
+    image_layer = _image_layer(form, training=True)
     if form.task.value != resume.config.task:
         raise VoxSegError(f"the stopped run was a {resume.config.task} task; set Task "
                           f"back to {resume.config.task}, or press Train for a new one")

@@ -39,6 +39,7 @@ from .live_overlay import LiveOverlay
 from .predict_all import PredictAll
 from .report import RunReport
 from .results import ResultLayers, class_names
+from .series import is_series, show_series_prediction
 from .session import Job, Session, predict_blocks_job, predict_job, scratch_store, train_job
 from .training_set import TrainingSet
 from .view import view_region
@@ -232,6 +233,15 @@ class VoxSegWidget(Container):
             if self.session.job.kind == "train":
                 self.session.preview_whole_volume()
                 self.report.say("predicting the whole volume at the next step...")
+            return
+        layer = self.form.image_choice.value
+        if is_series(layer) and self._model is not None:  # lazily, frame by frame
+            try:
+                show_series_prediction(self.viewer, layer, self._model, self._protected)
+            except VoxSegError as exc:
+                self._notify_error(str(exc))
+                return
+            self.report.say(f"{layer.name}: each frame is predicted when shown")
             return
         try:
             run = inputs.prediction_run(self.form, self._model)

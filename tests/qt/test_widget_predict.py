@@ -131,3 +131,29 @@ def test_objects_of_the_prediction(viewer_widget, qtbot, model):
     widget.predict_button.clicked.emit()
     assert not widget.running and len(viewer.layers) == layers
     assert "not a class" in widget.status.value
+
+
+def test_a_time_series_is_predicted_lazily_frame_by_frame(viewer_widget, qtbot, model,
+                                                           tmp_path):
+    import tifffile
+
+    from napari_voxseg.core import predict
+
+    viewer, widget = viewer_widget
+    image = viewer.layers[SAMPLE].data
+    frames = np.stack([image, image[:, ::-1], image[:, :, ::-1]])  # T, Z, Y, X
+    tifffile.imwrite(tmp_path / "movie.ome.tif", frames, ome=True, photometric="minisblack",
+                     metadata={"axes": "TZYX", "PhysicalSizeZ": 0.5, "PhysicalSizeY": 0.5,
+                               "PhysicalSizeX": 0.5})
+    viewer.open(tmp_path / "movie.ome.tif", plugin="napari-voxseg")
+    movie = viewer.layers["movie"]
+    assert movie.data.shape == frames.shape and tuple(movie.scale) == (1.0, 0.5, 0.5, 0.5)
+    widget.image_choice.value = movie
+    widget.predict_button.clicked.emit()
+    assert not widget.running  # nothing runs until a frame is shown
+    labels = viewer.layers["movie prediction"]
+    assert labels.data.shape == frames.shape and tuple(labels.scale) == tuple(movie.scale)
+    np.testing.assert_array_equal(np.asarray(labels.data[2]), predict(model, frames[2]))
+    # training takes one time point, not the series
+    widget.train_button.clicked.emit()
+    assert not widget.running and "time series" in widget.status.value
