@@ -1,6 +1,7 @@
 """Training under torchrun: N processes against one, on the sample, from the command line.
 
     python benchmarks/torchrun_scaling.py [--processes 1,2] [--iterations 200] [--threads 1]
+                                          [--seed 0]
 
 For each process count, trains the sample (one stage, so the figure is the U-Net's own) with
 ``python -m torch.distributed.run --standalone --nproc-per-node N -m napari_voxseg train`` (one
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per process (default: cores / processes)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import os
 
@@ -53,7 +55,7 @@ def main() -> None:
             proc = subprocess.run([*launcher, "train", tmp / "image.tif", tmp / "strokes.tif",
                                    "--out", out, "--iterations", str(args.iterations),
                                    "--one-stage", "--threads", str(threads),
-                                   "--device", args.device],
+                                   "--device", args.device, "--seed", str(args.seed)],
                                   capture_output=True, text=True)
             seconds = time.perf_counter() - began
             if proc.returncode != 0:
@@ -63,7 +65,8 @@ def main() -> None:
             batch = model.config["training"]["batch_size"]
             dice = dice_per_class(predict(model, sample.image), sample.ground_truth)
             print(json.dumps({
-                "processes": n, "threads_each": threads, "iterations": args.iterations,
+                "processes": n, "seed": args.seed, "threads_each": threads,
+                "iterations": args.iterations,
                 "seconds": round(seconds, 1),
                 "steps_per_s": round(args.iterations / seconds, 2),
                 "patches_per_s": round(batch * n * args.iterations / seconds, 2),
