@@ -65,7 +65,6 @@ def _check_single(args, image: Path, outputs: Outputs):
 
 
 def _predict_one(args, image: Path) -> int:
-
     outputs = _with_objects(args, Outputs(Path(args.out), _path(args.probabilities),
                                           _path(args.uncertainty)))
     _check_single(args, image, outputs)
@@ -132,29 +131,29 @@ def _predict_many(args, images: list[Path]) -> int:
     from .core.outputs import check_outputs
 
     plans = planned_outputs(args, images)
+    # outputs already there: all of them, the image is done; some, an earlier run stopped
+    # (told per file); none, or --overwrite: to predict
     found = [[q for q in p.paths() if q.exists()] for p in plans]
-    # all outputs there: done; some: left by an earlier run that stopped (told per file)
-    todo = [(i, p) for i, p, f in zip(images, plans, found) if args.overwrite or not f]
+    todo = [args.overwrite or not there for there in found]
     # Before any work: every output has a sound place, none is an input or another output.
     with _out_dir(Path(args.out_dir)):
         inputs = [args.model, *images]
         # none is an input, even one skipped as done; then those to write, as asked
         check_outputs([(q, None) for p in plans for q in p.paths()], inputs=inputs,
                       overwrite=True)
-        check_outputs([(q, None) for _, p in todo for q in p.paths()], inputs=inputs,
-                      overwrite=args.overwrite)
+        check_outputs([(q, None) for p, go in zip(plans, todo) if go for q in p.paths()],
+                      inputs=inputs, overwrite=args.overwrite)
         model = _load(args)
     began, done, skipped, failed = time.perf_counter(), 0, 0, []
     n = len(images)
-    for k, (image, plan) in enumerate(zip(images, plans), start=1):
+    for k, (image, plan, there, go) in enumerate(zip(images, plans, found, todo), start=1):
         head = f"[{k}/{n}] {image.name}"
-        there = found[k - 1]
-        if (image, plan) not in todo and len(there) == len(plan.paths()):
+        if not go and len(there) == len(plan.paths()):
             skipped += 1
             print(f"{head}: skipped, {plan.out} exists (--overwrite to predict it again)",
                   flush=True)
             continue
-        if (image, plan) not in todo:
+        if not go:
             missing = [q.name for q in plan.paths() if q not in there]
             failed.append(image.name)
             print(f"{head}: failed: {there[0].name} exists but {', '.join(missing)} does not "
@@ -262,9 +261,10 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
     described = f"{outputs.out} ({_describe(result, model)})"
     if objects is None:
         return described
-    count = int(objects[-1].max() if series else objects.max()) if objects.size else 0
-    return described + f"; {count} objects{' in the last frame' if series else ''} in " \
-        f"{outputs.extra['objects']}"
+    from .core.objects import object_count
+
+    return described + f"; {object_count(objects, series)} objects" \
+        f"{' in the last frame' if series else ''} in {outputs.extra['objects']}"
 
 
 def _objects(args, model, labels, outputs: Outputs, voxel) -> str:

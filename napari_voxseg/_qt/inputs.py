@@ -29,6 +29,7 @@ from ..core.train import FINE_TUNE_LR_FACTOR, fine_tune_config, plan_config
 from .form import Form
 from .painting import SYNC_COUNT_VOXELS, LiveStrokes
 from .results import spatial
+from .series import is_series
 
 
 class Later:
@@ -264,7 +265,7 @@ def _image_layer(form: Form, training: bool = False):
     layer = form.image_choice.value
     if layer is None:
         raise VoxSegError("no image layer: open a volume first")
-    if training and layer.metadata.get("time_axis") == 0 and layer.ndim == 4:
+    if training and is_series(layer):
         raise VoxSegError(f"{layer.name} is a time series; train on one time point (e.g. "
                           "copy it to a layer of its own: layer.data[t]), then predict the "
                           "series")

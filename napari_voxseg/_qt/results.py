@@ -7,6 +7,8 @@ layer the user paints or compares with: such a layer is ``protected``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import napari
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
@@ -193,15 +195,21 @@ class ResultLayers:
     def _add(self, image_layer, name: str, data: np.ndarray, kind: str):
         """Add the layer, leaving the layer the user had selected (the brush's) selected."""
         scale, translate = spatial(image_layer)
+        with self.keeping_selection():
+            if kind == "image":
+                return self.viewer.add_image(data, name=name, scale=scale, translate=translate,
+                                             colormap="viridis", blending="additive",
+                                             opacity=0.7, contrast_limits=limits(data),
+                                             metadata={RESULT_KEY: True})
+            return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
+                                          opacity=0.5, metadata={RESULT_KEY: True})
+
+    @contextmanager
+    def keeping_selection(self):
+        """Layers added within leave the layer the user had selected (the brush's) selected."""
         active = self.viewer.layers.selection.active
-        if kind == "image":
-            layer = self.viewer.add_image(data, name=name, scale=scale, translate=translate,
-                                          colormap="viridis", blending="additive",
-                                          opacity=0.7, contrast_limits=limits(data),
-                                          metadata={RESULT_KEY: True})
-        else:
-            layer = self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                           opacity=0.5, metadata={RESULT_KEY: True})
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
-        return layer
+        try:
+            yield
+        finally:
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active

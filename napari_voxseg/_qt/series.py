@@ -54,22 +54,19 @@ def lazy_prediction(model, data):
     return frames.map_blocks(frame, dtype=dtype)
 
 
-def show_series_prediction(viewer, layer, model, protected) -> object:
-    """Add (or replace) '<image> prediction' for the series ``layer``, lazily."""
+def show_series_prediction(results, layer, model) -> object:
+    """Add (or replace) '<image> prediction' for the series ``layer``, lazily; ``results``:
+    the widget's :class:`~.results.ResultLayers`."""
     data = lazy_prediction(model, layer.data)
-    name = f"{layer.name} prediction"
+    viewer, name = results.viewer, f"{layer.name} prediction"
     if name in viewer.layers:
-        if protected(viewer.layers[name]):
+        if results.protected(viewer.layers[name]):
             name = f"{layer.name} prediction (new)"
         else:
             viewer.layers.remove(name)
     kwargs = dict(name=name, scale=layer.scale, translate=layer.translate,
                   metadata={RESULT_KEY: True})
-    active = viewer.layers.selection.active
-    if task_of(model.config) == "regression":
-        added = viewer.add_image(data, colormap="viridis", blending="additive", **kwargs)
-    else:
-        added = viewer.add_labels(data, opacity=0.5, **kwargs)
-    if active is not None and active in viewer.layers:
-        viewer.layers.selection.active = active
-    return added
+    with results.keeping_selection():
+        if task_of(model.config) == "regression":
+            return viewer.add_image(data, colormap="viridis", blending="additive", **kwargs)
+        return viewer.add_labels(data, opacity=0.5, **kwargs)

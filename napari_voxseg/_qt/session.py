@@ -100,9 +100,9 @@ def with_objects(prediction, objects: dict | None):
     """The prediction with its objects (``objects``: what :func:`.inputs.objects_request`
     asked for), computed here in the worker."""
     if objects and prediction is not None and prediction.labels is not None:
-        from ..core.instances import instance_labels
+        from ..core.objects import make_objects
 
-        prediction.objects = instance_labels(prediction.labels, **objects)
+        prediction.objects = make_objects(prediction.labels, **objects)
         prediction.object_classes = tuple(objects["classes"])
     return prediction
 

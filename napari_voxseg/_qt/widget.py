@@ -237,7 +237,7 @@ class VoxSegWidget(Container):
         layer = self.form.image_choice.value
         if is_series(layer) and self._model is not None:  # lazily, frame by frame
             try:
-                show_series_prediction(self.viewer, layer, self._model, self._protected)
+                show_series_prediction(self.results, layer, self._model)
             except VoxSegError as exc:
                 self._notify_error(str(exc))
                 return

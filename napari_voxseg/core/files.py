@@ -41,13 +41,7 @@ def _read_nifti(path: Path, time: bool = False):
 
     img = nib.load(str(path))
     shape = tuple(img.shape)
-    if time and len(shape) == 4 and shape[3] > 1:
-        canonical = nib.as_closest_canonical(img)
-        array = np.ascontiguousarray(np.asanyarray(canonical.dataobj).transpose(3, 2, 1, 0))
-        zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
-        voxel = tuple(zooms[::-1]) if all(np.isfinite(zooms)) and min(zooms) > 0 else None
-        return array, voxel, np.asarray(canonical.affine, dtype=float)
-    if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1):
+    if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1 and not time):
         raise VoxSegError(f"{path.name} is a {len(shape)}D series {shape} (e.g. time points); "
                           "voxseg segments one 3D volume: extract one (e.g. fslroi or "
                           "nibabel's slicer) and open that")
@@ -55,9 +49,10 @@ def _read_nifti(path: Path, time: bool = False):
         raise VoxSegError(f"{path.name} is {len(shape)}D {shape}; voxseg segments 3D volumes")
     canonical = nib.as_closest_canonical(img)
     data = np.asanyarray(canonical.dataobj)
-    if data.ndim == 4:
+    if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    array = np.ascontiguousarray(data.transpose(2, 1, 0))  # (X, Y, Z) -> (Z, Y, X)
+    # (X, Y, Z) -> (Z, Y, X); a series (X, Y, Z, T) -> (T, Z, Y, X)
+    array = np.ascontiguousarray(data.transpose(*range(data.ndim)[::-1]))
     zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
     voxel = tuple(zooms[::-1]) if all(np.isfinite(zooms)) and min(zooms) > 0 else None
     return array, voxel, np.asarray(canonical.affine, dtype=float)
@@ -276,6 +271,8 @@ def read_volume_info(path, *, time: bool = False) -> tuple[np.ndarray, dict]:
 
 def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
                 ome: bool = False) -> None:
+    """An ImageJ TIFF that says its axes, or an OME-TIFF (``ome``: the name asks for one) for a
+    series and for integers past 65535, which ImageJ cannot hold."""
     import tifffile
 
     if array.dtype.kind in "iu":
@@ -286,49 +283,28 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
             array = array.astype(np.uint8 if top < 256 else np.uint16)
     elif array.dtype != np.float32:
         array = array.astype(np.float32)
-    if time or (ome and array.dtype == np.uint32):
-        _write_tiff_series(target, array, voxel_size, ome, time)
-        return
-    kwargs = {}
-    if voxel_size is not None:
-        z, y, x = (float(v) for v in voxel_size)
-        kwargs = {"resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "um"}}
-    if array.ndim == 4:  # (C, Z, Y, X) is stored in ImageJ's order, Z before C
-        array = np.ascontiguousarray(np.moveaxis(array, 0, 1))
-    axes = {3: "ZYX", 4: "ZCYX"}.get(array.ndim)
-    if axes:
-        kwargs.setdefault("metadata", {})["axes"] = axes
-    if array.shape[-1] == 1:
-        # ImageJ reads a trailing axis of length 1 as samples and loses it: for a volume one
-        # voxel wide, write a plain TIFF whose description keeps the exact shape instead.
-        tifffile.imwrite(target, array, photometric="minisblack",
-                         metadata={"axes": kwargs.get("metadata", {}).get("axes")})
-        return
-    tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
-
-
-def _write_tiff_series(target: str, array: np.ndarray, voxel_size, ome: bool,
-                       time: bool = True) -> None:
-    """A (T, [C,] Z, Y, X) series (or without ``time`` a (Z, Y, X) or (C, Z, Y, X) volume) as
-    an OME-TIFF or an ImageJ hyperstack that says its axes."""
-    import tifffile
-
-    axes = ("TCZYX" if array.ndim == 5 else "TZYX") if time else \
-        ("CZYX" if array.ndim == 4 else "ZYX")
-    if ome:
+    axes = ({4: "TZYX", 5: "TCZYX"}.get(array.ndim, "TZYX") if time else
+            {3: "ZYX", 4: "CZYX"}.get(array.ndim))
+    if ome and (time or array.dtype == np.uint32):
         meta: dict = {"axes": axes}
         if voxel_size is not None:
             meta.update(zip(("PhysicalSizeZ", "PhysicalSizeY", "PhysicalSizeX"),
                             (float(v) for v in voxel_size)))
         tifffile.imwrite(target, array, ome=True, photometric="minisblack", metadata=meta)
         return
-    if array.ndim == 5:  # ImageJ's order is T, Z, C, Y, X
-        array, axes = np.ascontiguousarray(np.moveaxis(array, 1, 2)), "TZCYX"
-    kwargs: dict = {"metadata": {"axes": axes}}
+    if axes and "C" in axes:  # ImageJ's order has Z before C
+        array = np.ascontiguousarray(np.moveaxis(array, axes.index("C"), axes.index("Z")))
+        axes = axes.replace("CZ", "ZC")
+    kwargs: dict = {"metadata": {"axes": axes}} if axes else {}
     if voxel_size is not None:
         z, y, x = (float(v) for v in voxel_size)
         kwargs = {"resolution": (1.0 / x, 1.0 / y),
-                  "metadata": {"spacing": z, "unit": "um", "axes": axes}}
+                  "metadata": {"spacing": z, "unit": "um", **kwargs.get("metadata", {})}}
+    if array.shape[-1] == 1 and not time:
+        # ImageJ reads a trailing axis of length 1 as samples and loses it: for a volume one
+        # voxel wide, write a plain TIFF whose description keeps the exact shape instead.
+        tifffile.imwrite(target, array, photometric="minisblack", metadata={"axes": axes})
+        return
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 

@@ -65,7 +65,12 @@ def write_objects(labels, path, classes: Sequence[int], *, voxel_size=None,
     found = make_objects(labels, classes, voxel_size=voxel_size, num_classes=num_classes,
                          time=time)
     write_volume(path, found, voxel_size, overwrite=overwrite, time=time)
-    last = found[-1] if time else found
+    return object_count(found, time)
+
+
+def object_count(objects: np.ndarray, time: bool = False) -> int:
+    """How many objects (ids 1..N); of a series, in its last frame (each numbered from 1)."""
+    last = objects[-1] if time else objects
     return int(last.max()) if last.size else 0
 
 
