@@ -7,7 +7,7 @@ in one run; voxels per second and the ratio. MONAI is run with its default sw_ba
 and with ours. Also: the network's FLOPs per tile, the FLOP/s our prediction achieves, and
 that as a fraction of what a plain Conv3d reaches on this machine; the Dice of our labels
 against the sample's ground truth at overlap 0.25 and 0.5 (to choose the default).
-With --device cuda and --big: a 4-level, base-32 U-Net (random weights), fp16, for MVox/s.
+The model is a U-Net alone (one stage), which is what MONAI's function can run.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def main() -> int:
         model = load_model(args.model)
     else:
         model = train(sample.image, sample.strokes,
-                      TrainConfig(iterations=args.iterations, seed=0)).model
+                      TrainConfig(iterations=args.iterations, seed=0,
+                                          two_stage=False)).model
     device = torch.device(args.device)
     model.to(device).eval()
     image = np.tile(sample.image, (args.tile,) * 3)

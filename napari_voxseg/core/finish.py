@@ -21,7 +21,7 @@ from .events import ResumeState, TrainResult
 from .judge import network_chosen
 from .losses import LOSSES, short_name
 from .run import Run
-from .two_stage import final_stage
+from .two_stage import final_stage, stage_device
 
 
 def _versions() -> dict:
@@ -91,7 +91,7 @@ def finish_run(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainR
     resume = _snapshot(run, steps_done) if stopped and not warning else None
     if run.stage is not None:
         final_stage(run.stage, run.image, run.target.data, run.target.num_outputs,
-                    run.voxel_size, seed=run.cfg.seed)
+                    run.voxel_size, seed=run.cfg.seed, device=stage_device(run.device))
     if run.stage is not None and not network_chosen(run):
         with torch.no_grad():
             run.model.head.weight.zero_()

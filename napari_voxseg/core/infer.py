@@ -222,9 +222,7 @@ def iter_blend(
     device = next(model.parameters()).device if device is None else resolve_device(device)
     model.to(device).eval()
     amp = inference_dtype(device, precision, task)
-    # On a GPU the blend sums are kept in float16 (half the memory); regression values, which
-    # are not bounded like probabilities, and any sum that overflows are redone in float32.
-    half = device.type == "cuda" and task != "regression"
+    half = half_sums(device, task)
     while True:
         result = yield from _blend(model, source, box, corners, patch, region, task, device,
                                    amp, torch.float16 if half else torch.float32, batch_size,
@@ -232,11 +230,24 @@ def iter_blend(
         if result is None:
             return PredictResult(labels=None, cancelled=True, task=task)
         scores, weights = result
-        if not half or bool(torch.isfinite(scores).all()):
+        if not half or (bool(torch.isfinite(scores).all()) and bool((weights > 0).all())):
             break
-        half = False  # overflowed: once more in float32
+        half = False  # overflowed or underflowed: once more in float32
     return _finish(scores.float(), weights.float(), task, target_scale, probabilities,
                    uncertainty)
+
+
+# The smallest weight a tile gives a voxel when the sums are float16: the Gaussian window is
+# 3e-11 at a 3D tile's corners, which float16 (smallest normal 6e-5) rounds to 0, and a voxel
+# that only tile corners cover would be 0 / 0.
+HALF_WINDOW_FLOOR = 2.0**-10
+
+
+def half_sums(device: torch.device, task: str) -> bool:
+    """Whether the blend sums are kept in float16: on a GPU (half the memory), for
+    probabilities; regression values are not bounded like them and stay float32, and a sum
+    that overflows is redone in float32."""
+    return device.type == "cuda" and task != "regression"
 
 
 def _accumulators(channels, shape, dtype, device):
@@ -256,6 +267,8 @@ def _blend(model, source, box, corners, patch, region, task, device, amp, acc_dt
     stopped. On a GPU out of memory, the batch is halved and tried again."""
     region_shape = tuple(r.stop - r.start for r in region)
     window = torch.tensor(gaussian_importance(patch), device=device)
+    if acc_dtype == torch.float16:
+        window = window.clamp_min(HALF_WINDOW_FLOOR)
     scores = weights = None
     first = 0
     with torch.inference_mode():

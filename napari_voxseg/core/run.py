@@ -25,7 +25,14 @@ from .models import architecture_from, build_model
 from .sampling import PatchSampler
 from .targets import Target, check_labels, class_weights, prepare_target
 from .tasks import task_of
-from .two_stage import RunStage, iter_fit_stage, network_input, stage_labels, training_labels
+from .two_stage import (
+    RunStage,
+    iter_fit_stage,
+    network_input,
+    stage_device,
+    stage_labels,
+    training_labels,
+)
 
 
 @dataclass
@@ -211,11 +218,12 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     boundary, boundary_map = _boundary(cfg, loss_fn, boundary_reference, target.data,
                                        voxel_size)
     training = (model.config.get("training", {}) if model is not None else {})
+    device = resolve_device(cfg.device)
     stage = None
     if cfg.two_stage:
         stage = yield from stage_previews(
             iter_fit_stage(image, target.data, target.num_outputs, voxel_size, seed=cfg.seed,
-                           overlay=overlay, region=region),
+                           overlay=overlay, region=region, device=stage_device(device)),
             began, cfg.iterations, target.annotated, cfg.task)
     prior = target.num_outputs if stage else 0
     model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,
@@ -225,7 +233,6 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     sampler = PatchSampler(normalized, drawn, cfg.patch_size, strata=strata,
                            voxel_weights=voxel_weights, fill=target.fill, seed=cfg.seed,
                            intensity_channels=image.shape[0])
-    device = resolve_device(cfg.device)
     model.to(device).train()
     amp = inference_dtype(device, cfg.precision, cfg.task)
     if amp == torch.bfloat16 and cfg.patch_size[0] == 1 and arch["name"] != "unet2d":

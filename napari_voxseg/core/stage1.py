@@ -253,6 +253,7 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                                 config=replace(mlp or Stage1Config(), seed=seed),
                                 generator=generator)
             trees = trees.result()
+    params = {key: value.cpu() for key, value in params.items()}  # kept on the CPU
     params["scales"] = torch.tensor(scales, dtype=torch.float64)
     params["channels"] = torch.tensor([image.shape[0]])
     return Stage1(trees, params, k, image.shape[0], scales, _voxel(voxel_size))

@@ -40,7 +40,7 @@ from .judge import judge, network_chosen, validation_every
 from .models import divisors
 from .run import Run, prepare_run, restore_run, stage_previews
 from .targets import prepare_target
-from .two_stage import iter_fit_stage, stage_labels, training_labels
+from .two_stage import iter_fit_stage, stage_device, stage_labels, training_labels
 from .validation import still_held
 
 # After this many non-finite losses in a row, training stops instead of skipping steps.
@@ -147,6 +147,7 @@ def _refresh_strokes(run: Run, fresh, region):
             stage = yield from stage_previews(iter_fit_stage(
                 run.image, target.data, target.num_outputs, run.voxel_size,
                 seed=run.cfg.seed, overlay=region is not None, region=region,
+                device=stage_device(run.device),
                 held="split" if run.stage.held_out is None else
                 still_held(run.stage.held_out, target.data)),
                 run.start, run.cfg.iterations, target.annotated, task)

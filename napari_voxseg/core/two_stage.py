@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .errors import VoxSegError
 from .losses import losses_for, weighable_losses
@@ -76,18 +77,28 @@ class RunStage:
 
 
 def fit_any_stage1(image, strokes: np.ndarray, num_classes: int | None, voxel_size, *,
-                   seed: int = 0):
-    """Stage 1 for multi-class strokes (Z, Y, X) or multi-label ones (K, Z, Y, X)."""
+                   seed: int = 0, device="cpu"):
+    """Stage 1 for multi-class strokes (Z, Y, X) or multi-label ones (K, Z, Y, X); its
+    filters and MLP computed on ``device`` (the forest fits on the CPU)."""
     from .stage1 import fit_stage1
     from .stage1_multilabel import fit_multilabel_stage1
 
     if np.ndim(strokes) == 4:
-        return fit_multilabel_stage1(image, strokes, voxel_size, seed=seed)
-    return fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes)
+        return fit_multilabel_stage1(image, strokes, voxel_size, seed=seed, device=device)
+    return fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
+                      device=device)
+
+
+def stage_device(device) -> torch.device:
+    """Where a run computes stage 1: the training GPU when it is a CUDA one, else the CPU
+    (the filters need float64 steps that Apple's MPS lacks)."""
+    device = torch.device(device)
+    return device if device.type == "cuda" else torch.device("cpu")
 
 
 def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, voxel_size, *,
-                   seed: int = 0, overlay: bool = False, held="split", region=None):
+                   seed: int = 0, overlay: bool = False, held="split", region=None,
+                   device="cpu"):
     """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X; multi-label
     (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
     strokes out afresh, else the held-out strokes to keep (or None). With ``overlay`` it
@@ -96,7 +107,7 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
     training strokes: what the U-Net is judged against; the saved model's stage 1 is fitted
     on all of them at the end). On a volume too large for the first to be quick, it covers
     only the region in view (``region()``: three slices, or None) when one is given; else
-    ``region`` is the whole volume (None)."""
+    ``region`` is the whole volume (None). ``device``: see :func:`stage_device`."""
     from .stage1 import quick_overlay
     from .validation import score_probabilities, split_strokes
 
@@ -112,10 +123,10 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, vox
     else:
         train = strokes if held is None else np.where(held > 0, 0, strokes).astype(
             strokes.dtype, copy=False)
-    model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed)
+    model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed, device=device)
     if held is not None:
-        choose_forest_weights(model, image, held)
-    probs = model.predict_proba(image)
+        choose_forest_weights(model, image, held, device=device)
+    probs = model.predict_proba(image, device=device)
     stage = RunStage(model, probs, pseudo_labels(probs, multilabel=strokes.ndim == 4),
                      held_out=held, overlay=shown)
     if held is None:
@@ -149,11 +160,12 @@ def _quick_region(region, shape) -> tuple[slice, ...] | None:
 
 
 def final_stage(stage: RunStage, image, strokes, num_classes: int, voxel_size, *,
-                seed: int = 0):
+                seed: int = 0, device="cpu"):
     """Stage 1 on all the strokes, for the saved model (fitted now if strokes were held
     out), with the forest shares chosen on the held-out strokes."""
     if stage.final is None:
-        stage.final = fit_any_stage1(image, strokes, num_classes, voxel_size, seed=seed)
+        stage.final = fit_any_stage1(image, strokes, num_classes, voxel_size, seed=seed,
+                                     device=device)
         for final, fitted in zip(_members(stage.final), _members(stage.model)):
             final.forest_weight = fitted.forest_weight
     return stage.final
@@ -169,17 +181,17 @@ def _members(model) -> list:
 FOREST_WEIGHTS = (0.7, 0.5, 1.0, 0.3, 0.0)
 
 
-def choose_forest_weights(model, image, held: np.ndarray) -> None:
+def choose_forest_weights(model, image, held: np.ndarray, device="cpu") -> None:
     """Set the forest's share of stage 1 (``model``, fitted without the ``held`` strokes; of
     each class's stage 1 for multi-label, on that class's held-out strokes) to what
     classifies the held-out strokes best: :func:`choose_forest_weight`."""
     layers = list(held) if held.ndim == 4 else [held]
     for member, layer in zip(_members(model), layers):
         if layer.any():
-            member.forest_weight = choose_forest_weight(member, image, layer)
+            member.forest_weight = choose_forest_weight(member, image, layer, device)
 
 
-def choose_forest_weight(model, image, held: np.ndarray) -> float:
+def choose_forest_weight(model, image, held: np.ndarray, device="cpu") -> float:
     """The forest's share of stage 1 (``model``, fitted without the ``held`` strokes) that
     classifies most of the held-out strokes right (mean Dice over their classes): the forest
     where classes are told apart by intensity, the MLP where shape and size matter."""
@@ -190,7 +202,7 @@ def choose_forest_weight(model, image, held: np.ndarray) -> float:
         where = held[box] > 0
         for weight, parts in ((1.0, forest), (0.0, mlp)):
             model.forest_weight = weight
-            parts.append(model.predict_proba(image, region=box)[:, where])
+            parts.append(model.predict_proba(image, region=box, device=device)[:, where])
         truth.append(held[box][where])
     forest, mlp, truth = (np.concatenate(a, axis=-1) for a in (forest, mlp, truth))
 

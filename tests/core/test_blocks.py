@@ -49,10 +49,11 @@ def test_zarr_blocks_equal_the_whole_prediction(model_and_image, whole, tmp_path
     whole = run_to_end(iter_predict(model, image, probabilities=True, uncertainty=True,
                                     voxel_size=(2, 1, 1)))
     np.testing.assert_array_equal(labels[:], whole.labels)
+    # Equal up to the order of float sums (and float16 sums where a GPU runs it).
     np.testing.assert_allclose(open_zarr(tmp_path / "p.zarr")[:], whole.probabilities,
-                               atol=1e-6)
+                               atol=2e-5)
     np.testing.assert_allclose(open_zarr(tmp_path / "u.zarr")[:], whole.uncertainty,
-                               atol=1e-6)
+                               atol=2e-5)
     # No temporary store is left beside the outputs.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.zarr", "labels.zarr",
                                                           "p.zarr", "u.zarr"]
@@ -195,6 +196,20 @@ def test_bfloat16_prediction_agrees_with_float32(sample):
     assert np.abs(half.probabilities - single.probabilities).mean() < 0.01
     with pytest.raises(VoxSegError, match="precision"):
         run_to_end(iter_predict(model, sample.image, precision="float8"))
+
+
+def test_float16_blend_sums_cover_every_voxel(model_and_image, whole, monkeypatch):
+    """The GPU keeps the blend sums in float16: a voxel covered only by tile corners, where the
+    Gaussian window is far below float16's range, still gets its weight (no 0 / 0)."""
+    from napari_voxseg.core import infer
+
+    model, image = model_and_image
+    monkeypatch.setattr(infer, "half_sums", lambda device, task: task != "regression")
+    half = run_to_end(iter_predict(model, image, probabilities=True, uncertainty=True))
+    assert np.isfinite(half.probabilities).all() and np.isfinite(half.uncertainty).all()
+    np.testing.assert_allclose(half.probabilities.sum(0), 1.0, atol=5e-3)
+    assert np.abs(half.probabilities - whole.probabilities).max() < 0.01
+    assert (half.labels == whole.labels).mean() > 0.999
 
 
 def test_out_of_memory_halves_the_batch(model_and_image, whole):

@@ -143,7 +143,9 @@ def test_multilabel_trains_two_stages_by_default(overlapping, multilabel_run, tm
     assert out.labels.shape == truth.shape
     if model.config["training"]["validation"]["kept"] == "stage 1":
         stage1 = model.stage1.predict_proba(image)
-        np.testing.assert_array_equal(out.labels, 1 + (stage1 >= 0.5))
+        # Equal but where a probability is within float16's rounding of 0.5 (on a GPU).
+        clear = np.abs(stage1 - 0.5) > 2e-3
+        np.testing.assert_array_equal(out.labels[clear], (1 + (stage1 >= 0.5))[clear])
     assert np.mean(out.labels == truth) > 0.9
     save_model(model, tmp_path / "ml")
     assert (tmp_path / "ml" / "stage1.safetensors").is_file()

@@ -123,7 +123,7 @@ class Parts:
     def __init__(self, forest, mlp):
         self.forest, self.mlp, self.forest_weight = forest, mlp, 0.5
 
-    def predict_proba(self, image, region=None):
+    def predict_proba(self, image, region=None, device="cpu"):
         w = self.forest_weight
         return (w * self.forest + (1 - w) * self.mlp)[(slice(None), *region)]
 
