@@ -218,6 +218,7 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
     from .core import iter_predict, run_to_end, write_volume
     from .core.card import image_channels
     from .core.data import check_image
+    from .core.paths import suffix_of
     from .core.series import iter_predict_series, read_series
 
     array, voxel, series = read_series(image, args.time_axis, args.channel_axis)
@@ -256,8 +257,9 @@ def predict_file(args, model, image: Path, outputs: Outputs, *, bar: bool) -> st
     for path, values in ((outputs.out, result.output), (outputs.probabilities,
                          result.probabilities), (outputs.uncertainty, result.uncertainty),
                          (outputs.extra.get("objects"), objects)):
-        if path:
-            write_volume(path, values, voxel, overwrite=args.overwrite, time=series)
+        if path:  # a NIfTI output from a NIfTI scan takes the scan's affine and orientation
+            write_volume(path, values, voxel, overwrite=args.overwrite, time=series,
+                         like=image if suffix_of(image) in (".nii", ".nii.gz") else None)
     described = f"{outputs.out} ({_describe(result, model)})"
     if objects is None:
         return described

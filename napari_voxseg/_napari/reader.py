@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..core.files import READ_SUFFIXES, read_nifti, read_volume_info, stem_of, suffix_of
+from ..core.files import (
+    READ_SUFFIXES,
+    nifti_affine,
+    read_nifti,
+    read_volume_info,
+    stem_of,
+    suffix_of,
+)
 
 # In the metadata of a layer read from a time series: its first axis is time.
 TIME_KEY = "time_axis"
@@ -14,6 +21,10 @@ TIME_KEY = "time_axis"
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
 _LABEL_NAME = re.compile(r"label|mask|seg|stroke|annot|pred|truth|(^|[_\-. ])gt([_\-. ]|$)", re.I)
 
+
+# In the metadata of a layer read from NIfTI: its canonical (RAS+) affine, and the file's own
+# affine, which a NIfTI written from the layer (or from a prediction of it) takes.
+NIFTI_KEYS = ("nifti_affine", "nifti_source_affine")
 
 def napari_get_reader(path):
     """Return a reader for the paths voxseg reads, or None (never raises) for the others."""
@@ -71,7 +82,8 @@ def read_layers(path):
     for p in paths:
         if suffix_of(p) in (".nii", ".nii.gz"):
             array, voxel_size, affine = read_nifti(p, time=True)
-            meta = {"metadata": {"nifti_affine": affine.tolist()}}
+            meta = {"metadata": {"nifti_affine": affine.tolist(),
+                                 "nifti_source_affine": nifti_affine(p).tolist()}}
             info = {"time_axis": 0 if array.ndim == 4 else None}
         else:
             array, info = read_volume_info(p, time=True)

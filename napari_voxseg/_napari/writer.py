@@ -15,9 +15,12 @@ def write_single_layer(path: str, data, meta: dict) -> list[str]:
     scale = meta.get("scale")
     voxel = tuple(float(v) for v in scale[-3:]) if scale is not None and len(scale) >= 3 \
         else None
-    affine = (meta.get("metadata") or {}).get("nifti_affine")
+    metadata = meta.get("metadata") or {}
+    affine, source = metadata.get("nifti_affine"), metadata.get("nifti_source_affine")
     # napari's Save dialog has asked before replacing a file; a folder (.zarr) is still
-    # replaced only if voxseg wrote it.
+    # replaced only if voxseg wrote it. A layer read from NIfTI (or predicted from one) is
+    # written in that file's orientation, with its affine.
     written = write_volume(path, np.asarray(data), voxel, overwrite=True,
-                           affine=None if affine is None else np.asarray(affine, float))
+                           affine=None if affine is None else np.asarray(affine, float),
+                           like=None if source is None else np.asarray(source, float))
     return [str(written)]

@@ -23,6 +23,15 @@ _CLASS_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564
                   "#17becf"]
 
 
+def result_metadata(image_layer) -> dict:
+    """A result layer's metadata: marked as voxseg's, with the image's NIfTI affines (so that
+    saving it as NIfTI puts it on the scan)."""
+    from .._napari.reader import NIFTI_KEYS
+
+    source = getattr(image_layer, "metadata", None) or {}
+    return {RESULT_KEY: True, **{k: source[k] for k in NIFTI_KEYS if k in source}}
+
+
 def multilabel_colormap(index: int, prediction: bool) -> DirectLabelColormap:
     """Class ``index``'s colours: present in the class colour, absent grey (annotations) or
     hidden (``prediction``)."""
@@ -158,10 +167,10 @@ class ResultLayers:
         scale, translate = spatial(image_layer)
         if kind == "labels":
             return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                          opacity=0.5, metadata={RESULT_KEY: True})
+                                          opacity=0.5, metadata=result_metadata(image_layer))
         return self.viewer.add_image(
             data, name=name, scale=scale, translate=translate, blending="additive",
-            metadata={RESULT_KEY: True},
+            metadata=result_metadata(image_layer),
             colormap="magma" if name.endswith("uncertainty") else "viridis",
             contrast_limits=(0.0, 1.0) if task != "regression" else None)
 
@@ -200,9 +209,9 @@ class ResultLayers:
                 return self.viewer.add_image(data, name=name, scale=scale, translate=translate,
                                              colormap="viridis", blending="additive",
                                              opacity=0.7, contrast_limits=limits(data),
-                                             metadata={RESULT_KEY: True})
+                                             metadata=result_metadata(image_layer))
             return self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                          opacity=0.5, metadata={RESULT_KEY: True})
+                                          opacity=0.5, metadata=result_metadata(image_layer))
 
     @contextmanager
     def keeping_selection(self):

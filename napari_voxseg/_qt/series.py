@@ -13,7 +13,7 @@ from ..core import VoxSegError
 from ..core.card import image_channels
 from ..core.infer import predict
 from ..core.tasks import task_of
-from .results import RESULT_KEY
+from .results import result_metadata
 
 KEPT_FRAMES = 8
 
@@ -65,7 +65,7 @@ def show_series_prediction(results, layer, model) -> object:
         else:
             viewer.layers.remove(name)
     kwargs = dict(name=name, scale=layer.scale, translate=layer.translate,
-                  metadata={RESULT_KEY: True})
+                  metadata=result_metadata(layer))
     with results.keeping_selection():
         if task_of(model.config) == "regression":
             return viewer.add_image(data, colormap="viridis", blending="additive", **kwargs)

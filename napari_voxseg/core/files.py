@@ -17,63 +17,10 @@ import numpy as np
 
 from .errors import VoxSegError
 from .folders import as_if_created, replace_folder, temporary_folder_beside
+from .nifti import _write_nifti, nifti_affine, read_nifti  # noqa: F401
 from .outputs import ZARR_MARK, check_output
 from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F401
 from .zarrs import open_zarr_levels
-
-
-def read_nifti(path: Path, time: bool = False):
-    """A NIfTI volume as (Z, Y, X) in RAS+ orientation (reoriented to the closest canonical
-    axes), its voxel size (Z, Y, X) and that canonical affine; :class:`VoxSegError` with one
-    line for a damaged file or a series (with ``time``, a series is (T, Z, Y, X))."""
-    try:
-        return _read_nifti(Path(path), time)
-    except VoxSegError:
-        raise
-    except Exception as exc:  # nibabel raises its own kinds for damaged files
-        raise VoxSegError(f"{Path(path).name} is not a readable NIfTI file "
-                          f"({type(exc).__name__}: {exc}); check that it was written "
-                          "completely") from None
-
-
-def _read_nifti(path: Path, time: bool = False):
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    shape = tuple(img.shape)
-    if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1 and not time):
-        raise VoxSegError(f"{path.name} is a {len(shape)}D series {shape} (e.g. time points); "
-                          "voxseg segments one 3D volume: extract one (e.g. fslroi or "
-                          "nibabel's slicer) and open that")
-    if len(shape) < 3:
-        raise VoxSegError(f"{path.name} is {len(shape)}D {shape}; voxseg segments 3D volumes")
-    canonical = nib.as_closest_canonical(img)
-    data = np.asanyarray(canonical.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    # (X, Y, Z) -> (Z, Y, X); a series (X, Y, Z, T) -> (T, Z, Y, X)
-    array = np.ascontiguousarray(data.transpose(*range(data.ndim)[::-1]))
-    zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
-    voxel = tuple(zooms[::-1]) if all(np.isfinite(zooms)) and min(zooms) > 0 else None
-    return array, voxel, np.asarray(canonical.affine, dtype=float)
-
-
-def _write_nifti(target: str, array: np.ndarray, voxel_size, affine=None,
-                 time: bool = False) -> None:
-    import nibabel as nib
-
-    if array.ndim != 3 and not (array.ndim == 4 and time):
-        raise VoxSegError(f"NIfTI output takes one (Z, Y, X) volume; this one is "
-                          f"{array.ndim}D {array.shape}: write it as .tif, .npy or .zarr")
-    if array.dtype.kind == "b":
-        array = array.astype(np.uint8)
-    if affine is None:
-        z, y, x = (float(v) for v in (voxel_size or (1.0, 1.0, 1.0)))
-        affine = np.diag([x, y, z, 1.0])
-    image = nib.Nifti1Image(np.ascontiguousarray(array.transpose(*range(array.ndim)[::-1])),
-                            np.asarray(affine, float))
-    image.header.set_xyzt_units("mm")
-    nib.save(image, target)
 
 
 def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
@@ -96,12 +43,48 @@ def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
     return (z, float(y), float(x))
 
 
-def _imagej_axes(array: np.ndarray, series, path: Path, time: bool = False
+def _unsqueezed(tif, series) -> tuple[str, tuple[int, ...]]:
+    """A TIFF series' axes and shape with its length-1 axes kept (Z of one slice, say).
+    tifffile 2026.9 removed ``get_axes(squeeze=False)`` (its series are always squeezed):
+    there they come from the ImageJ or OME metadata, else the squeezed ones are used."""
+    if hasattr(series, "get_axes"):
+        return series.get_axes(False), tuple(series.get_shape(False))
+    expanded = _axes_from_metadata(tif, series)
+    if expanded is not None and np.prod(expanded[1]) == np.prod(series.shape):
+        return expanded
+    return series.axes, tuple(series.shape)
+
+
+def _axes_from_metadata(tif, series) -> tuple[str, tuple[int, ...]] | None:
+    """What tifffile's ``get_axes(False)``/``get_shape(False)`` gave: (T, Z, C or the OME
+    order), Y, X, S, from the ImageJ or OME metadata; None for other TIFFs."""
+    sizes = dict(zip(series.axes, series.shape))
+    samples = int(getattr(series.keyframe, "samplesperpixel", 1) or 1)
+    if tif.is_imagej:
+        meta = tif.imagej_metadata or {}
+        order = "TZC"
+        outer = {"T": meta.get("frames", 1), "Z": meta.get("slices", 1),
+                 "C": meta.get("channels", 1)}
+    elif tif.is_ome:
+        pixels = _ome_pixels(tif)
+        order = "".join(a for a in str(pixels.get("DimensionOrder", "XYCZT"))[::-1]
+                        if a in "TZC")
+        outer = {a: int(pixels.get(f"Size{a}", 1)) for a in "TZC"}
+        outer["C"] = max(1, outer["C"] // samples)  # RGB samples are counted in SizeC
+    else:
+        return None
+    if sorted(order) != ["C", "T", "Z"] or "Y" not in sizes or "X" not in sizes:
+        return None
+    shape = (*(int(outer[a]) for a in order), sizes["Y"], sizes["X"], samples)
+    return order + "YXS", shape
+
+
+def _imagej_axes(array: np.ndarray, tif, path: Path, time: bool = False
                  ) -> tuple[np.ndarray, dict]:
     """Undo tifffile's squeeze for ImageJ files: keep Z (even of length 1), channels first;
     and the channel axis (0) when there are channels. Time points (T > 1) are refused, or
     with ``time`` put first: (T, [C,] Z, Y, X)."""
-    axes, shape = series.get_axes(False), series.get_shape(False)
+    axes, shape = _unsqueezed(tif, tif.series[0])
     keep = [(a, n) for a, n in zip(axes, shape) if a in "ZYX" or n > 1]
     array = array.reshape([n for _, n in keep])
     names = "".join(a for a, _ in keep)
@@ -133,7 +116,7 @@ def _ome_tiff(tif, path: Path, time: bool = False) -> tuple[np.ndarray, dict]:
     read as (T, [C,] Z, Y, X)."""
 
     series = tif.series[0]
-    axes, shape = series.get_axes(False), series.get_shape(False)
+    axes, shape = _unsqueezed(tif, series)
     array = series.asarray().reshape(shape)
     if "S" in axes and shape[axes.index("S")] > 1 and shape[axes.index("C")] == 1:
         axes = axes.replace("C", "c").replace("S", "C")  # RGB samples are the channels
@@ -153,16 +136,21 @@ def _ome_tiff(tif, path: Path, time: bool = False) -> tuple[np.ndarray, dict]:
     return (array[:, 0] if squeeze else array), info
 
 
-def _ome_metadata(tif, array: np.ndarray, info: dict) -> tuple[np.ndarray, dict]:
-    """The voxel size and channel names of an OME-TIFF (C, Z, Y, X) array; a single
-    channel dropped."""
+def _ome_pixels(tif) -> dict:
+    """The first image's OME ``Pixels`` element as a dict ({} when it cannot be read)."""
     import tifffile
 
     try:
         image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-    except (KeyError, IndexError, TypeError, ValueError):
-        pixels = {}
+        return dict((image[0] if isinstance(image, list) else image)["Pixels"])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return {}
+
+
+def _ome_metadata(tif, array: np.ndarray, info: dict) -> tuple[np.ndarray, dict]:
+    """The voxel size and channel names of an OME-TIFF (C, Z, Y, X) array; a single
+    channel dropped."""
+    pixels = _ome_pixels(tif)
     sizes = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
     if sizes[1] and sizes[2]:
         voxel = (float(sizes[0] or 1.0), float(sizes[1]), float(sizes[2]))
@@ -230,7 +218,7 @@ def read_volume_info(path, *, time: bool = False) -> tuple[np.ndarray, dict]:
                     voxel = _tiff_voxel_size(tif)
                     axes = {}
                     if tif.is_imagej:
-                        array, axes = _imagej_axes(array, tif.series[0], path, time)
+                        array, axes = _imagej_axes(array, tif, path, time)
             finally:
                 log.setLevel(level)
             return array, _info(voxel, **axes)
@@ -308,11 +296,14 @@ def _write_tiff(target: str, array: np.ndarray, voxel_size, time: bool = False,
     tifffile.imwrite(target, array, imagej=True, photometric="minisblack", **kwargs)
 
 
-def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
+def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None, like=None,
                  overwrite: bool = False, time: bool = False) -> Path:
     """Write ``array`` to ``path`` (format from its suffix) atomically; return the path.
-    ``affine``: for NIfTI, the 4x4 affine of the volume's (Z, Y, X) array read back as
-    (X, Y, Z) (what :func:`read_nifti` gives); default: the voxel size, no rotation.
+    ``like``: for NIfTI, the NIfTI file (or its own affine, :func:`nifti_affine`) that the
+    array was read from (a prediction of it, say): the output takes that file's affine and
+    orientation, so it lies on the scan. ``affine``: else the 4x4 affine of the volume's
+    (Z, Y, X) array read back as (X, Y, Z) (what :func:`read_nifti` gives); default: the
+    voxel size, no rotation.
     ``time``: the first axis is time, (T, [C,] Z, Y, X), and the file says so (OME-TIFF for
     ``.ome.tif`` names, else an ImageJ hyperstack; 4D NIfTI; a zarr ``axes`` attribute).
     An existing ``path`` is replaced only with ``overwrite`` (a folder only if voxseg wrote
@@ -330,7 +321,7 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None,
             _write_tiff(tmp, array, voxel_size, time, path.name.lower().endswith(
                 (".ome.tif", ".ome.tiff")))
         elif suffix in (".nii", ".nii.gz"):
-            _write_nifti(tmp, np.asarray(array), voxel_size, affine, time)
+            _write_nifti(tmp, np.asarray(array), voxel_size, affine, time, like)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, array)

@@ -119,3 +119,62 @@ def test_a_nifti_with_one_time_point_is_one_volume(tmp_path):
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "one.nii.gz"))
     array, info = read_volume_info(tmp_path / "one.nii.gz", time=True)
     assert array.shape == (7, 6, 5) and info["time_axis"] is None
+
+
+
+@pytest.mark.parametrize("axes, shape, kind", [
+    ("ZYX", (1, 4, 5), "imagej"), ("TZCYX", (2, 3, 2, 4, 5), "imagej"),
+    ("ZCYX", (3, 1, 4, 5), "imagej"), ("TCZYX", (2, 3, 1, 4, 5), "ome"),
+    ("ZYX", (1, 4, 5), "ome"), ("ZYX", (2, 4, 5), "ome"), ("ZYXS", (3, 4, 5, 3), "ome"),
+    ("CZYX", (2, 3, 4, 5), "ome")])
+def test_tiff_axes_from_metadata_equal_tifffile_s_own(tmp_path, axes, shape, kind):
+    """tifffile 2026.9 removed get_axes(squeeze=False); the ImageJ or OME metadata give the
+    same length-1 axes back (compared with what this tifffile's get_axes says)."""
+    import tifffile
+
+    from napari_voxseg.core.files import _axes_from_metadata
+
+    path = tmp_path / ("a.ome.tif" if kind == "ome" else "a.tif")
+    extra = {"photometric": "rgb"} if "S" in axes else {}
+    tifffile.imwrite(path, np.zeros(shape, np.uint8), **{kind: True}, metadata={"axes": axes},
+                     **extra)
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        if not hasattr(series, "get_axes"):
+            pytest.skip("this tifffile has no get_axes to compare with")
+        assert _axes_from_metadata(tif, series) == (series.get_axes(False),
+                                                    tuple(series.get_shape(False)))
+
+
+def test_plain_tiff_axes_without_get_axes():
+    """Without get_axes, a TIFF that is neither ImageJ nor OME gives its squeezed axes."""
+    from types import SimpleNamespace
+
+    from napari_voxseg.core.files import _unsqueezed
+
+    plain = SimpleNamespace(is_imagej=False, is_ome=False)
+    series = SimpleNamespace(axes="ZYX", shape=[3, 4, 5], keyframe=SimpleNamespace())
+    assert _unsqueezed(plain, series) == ("ZYX", (3, 4, 5))
+
+
+def test_tiffs_read_the_same_without_get_axes(tmp_path, monkeypatch):
+    """What tifffile 2026.9 (no TiffPageSeries.get_axes) reads: the same arrays and info."""
+    import tifffile
+
+    from napari_voxseg.core.files import read_volume_info
+
+    rng = np.random.default_rng(0)
+    cases = {"one.tif": ((1, 6, 7), False), "chan.tif": ((2, 3, 6, 7), False),
+             "one.ome.tif": ((1, 6, 7), False), "chan.ome.tif": ((2, 3, 6, 7), False),
+             "t.tif": ((2, 3, 6, 7), True), "t.ome.tif": ((2, 2, 3, 6, 7), True)}
+    for name, (shape, time) in cases.items():
+        write_volume(tmp_path / name, rng.random(shape).astype(np.float32), (2.0, 1.0, 1.0),
+                     time=time)
+    before = {name: read_volume_info(tmp_path / name, time=time)
+              for name, (_, time) in cases.items()}
+    if hasattr(tifffile.TiffPageSeries, "get_axes"):
+        monkeypatch.delattr(tifffile.TiffPageSeries, "get_axes")
+    for name, (_, time) in cases.items():
+        array, info = read_volume_info(tmp_path / name, time=time)
+        np.testing.assert_array_equal(array, before[name][0])
+        assert info == before[name][1], name
