@@ -6,6 +6,9 @@ from __future__ import annotations
 from ..core.synthetic import MULTILABEL_NAMES, distance_target, make_sample, multilabel_from
 
 SAMPLE_NAME = "voxseg sample"
+# In the metadata of the sample's ground-truth layers: never offered as the strokes to train on
+# by default (the widget compares with them instead).
+GROUND_TRUTH_KEY = "voxseg_ground_truth"
 
 
 def _image(sample):
@@ -19,7 +22,8 @@ def make_sample_data():
     return [
         _image(sample),
         (sample.ground_truth, {"name": f"{SAMPLE_NAME} ground truth", "scale": scale,
-                               "visible": False}, "labels"),
+                               "visible": False, "metadata": {GROUND_TRUTH_KEY: True}},
+         "labels"),
         (sample.strokes, {"name": f"{SAMPLE_NAME} strokes", "scale": scale}, "labels"),
     ]
 
@@ -32,7 +36,8 @@ def make_multilabel_data():
     layers = [_image(sample)]
     for i, name in enumerate(MULTILABEL_NAMES):
         layers.append((truth[i], {"name": f"{SAMPLE_NAME} {name} ground truth", "scale": scale,
-                                  "visible": False}, "labels"))
+                                  "visible": False, "metadata": {GROUND_TRUTH_KEY: True}},
+                       "labels"))
         layers.append((strokes[i], {"name": f"{SAMPLE_NAME} {name}", "scale": scale}, "labels"))
     return layers
 

@@ -8,6 +8,8 @@ and shows the class weights the current strokes give. Reading the form into a ru
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import napari
 import numpy as np
 from magicgui.widgets import (
@@ -22,6 +24,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from .._napari.sample import GROUND_TRUTH_KEY
 from ..core import TrainConfig, VoxSegError
 from ..core.device import DEVICES
 from ..core.live_strokes import stroke_summary
@@ -30,13 +33,18 @@ from ..core.tasks import task_info, task_of
 from ..core.train import FINE_TUNE_LR_FACTOR
 from ..core.two_stage import TASKS as STAGE1_TASKS
 from .painting import Tallies
-from .results import multilabel_colormap, spatial
+from .results import RESULT_KEY, multilabel_colormap, spatial
 
 NETWORK_CHOICES = [("auto: 2D for thin stacks", "auto"), ("3D U-Net", "3d"),
                    ("2D U-Net, slice by slice", "2d")]
 TASK_CHOICES = [("multi-class", "multiclass"), ("multi-label", "multilabel"),
                 ("regression", "regression")]
 
+
+
+def is_ground_truth(layer) -> bool:
+    """Whether ``layer`` is marked as ground truth (the sample's)."""
+    return bool((getattr(layer, "metadata", None) or {}).get(GROUND_TRUTH_KEY))
 
 class Form:
     """The fields of the VoxSeg form (magicgui widgets), named as the widget exposes them."""
@@ -65,6 +73,8 @@ class Form:
         self.loss.changed.connect(self._show_task_widgets)
         for widget in (self.labels_choice, self.multi_labels, self.weights, self.classes):
             widget.changed.connect(self._watch_annotations)
+        self._choosing, self._picked_labels = 0, None  # the annotations the user picked
+        self.labels_choice.changed.connect(self._note_pick)
 
     @property
     def fields(self) -> list:
@@ -195,6 +205,38 @@ class Form:
         task = self.task.value if hasattr(self, "task") else "multiclass"
         return [(f"{name}: {LOSSES[resolve_loss(name, task)].description}", name)
                 for name in losses_for(task)]
+
+    @contextmanager
+    def choosing(self):
+        """Changes of the choices within are the form's own (a reset, a default), not the
+        user's picks."""
+        self._choosing += 1
+        try:
+            yield
+        finally:
+            self._choosing -= 1
+
+    def _note_pick(self, value) -> None:
+        if not self._choosing:
+            self._picked_labels = value
+
+    def choose_defaults(self, _event=None) -> None:
+        """After the layers change: the annotations are the selected Labels layer, else the
+        most recently added one, and never by default a layer marked as ground truth (the
+        sample's), which becomes the ground truth (Dice) instead when none is chosen."""
+        labels = [layer for layer in self.viewer.layers
+                  if isinstance(layer, napari.layers.Labels)]
+        strokes = [layer for layer in labels
+                   if not is_ground_truth(layer) and not layer.metadata.get(RESULT_KEY)]
+        current = self.labels_choice.value
+        if strokes and (current is None or (is_ground_truth(current)
+                                            and current is not self._picked_labels)):
+            active = self.viewer.layers.selection.active
+            with self.choosing():
+                self.labels_choice.value = active if active in strokes else strokes[-1]
+        truths = [layer for layer in labels if is_ground_truth(layer)]
+        if truths and self.ground_truth.value is None:
+            self.ground_truth.value = truths[-1]
 
     def chosen_layers(self) -> list:
         """The layers chosen in the form that the user paints or compares with."""

@@ -91,7 +91,7 @@ class VoxSegWidget(Container):
                      self.load_button, self.model_info])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
         self._connect()
-        self.reset_choices()
+        self._layers_changed()
         self.form.follow_task()
         preload_stage1()
 
@@ -134,11 +134,17 @@ class VoxSegWidget(Container):
             button.changed.connect(action)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.reset_choices)
+            event.connect(self._layers_changed)
         self.session.returned.connect(self._on_returned)
         self.session.finished.connect(self._refresh_buttons)
         # Closing the window asks napari's task manager to cancel running tasks first.
         self.native.destroyed.connect(self.session.abandon_quietly)
+
+    def _layers_changed(self, _event=None) -> None:
+        """Offer the layers there are; default the annotations and the ground truth."""
+        with self.form.choosing():
+            self.reset_choices()
+        self.form.choose_defaults()
 
     # ---- state ----------------------------------------------------------------------------
     @property

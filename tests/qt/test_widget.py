@@ -384,3 +384,34 @@ def test_a_count_made_while_a_stroke_is_painted_is_not_taken(setup, qtbot):
     qtbot.waitUntil(lambda: tallies.fresh, timeout=10_000)
     truth = np.bincount(layer.data.ravel(), minlength=4)
     assert [tallies.tally(layer).count(v) for v in range(4)] == truth.tolist()
+
+
+def test_the_sample_s_ground_truth_is_never_the_default_annotations(make_napari_viewer):
+    """File > Open Sample, then the dock (and the dock first, then the sample): Train would
+    learn from the strokes, and the ground truth is what Dice is measured against."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-voxseg", "cells")
+    widget = VoxSegWidget(viewer)
+    assert widget.labels_choice.value is viewer.layers[f"{SAMPLE} strokes"]
+    assert widget.ground_truth.value is viewer.layers[f"{SAMPLE} ground truth"]
+
+    viewer = make_napari_viewer()
+    widget = VoxSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-voxseg", "cells")
+    assert widget.labels_choice.value is viewer.layers[f"{SAMPLE} strokes"]
+    assert widget.ground_truth.value is viewer.layers[f"{SAMPLE} ground truth"]
+    # A pick of the user's stays, the ground truth too (on purpose, then).
+    for pick in (viewer.layers[f"{SAMPLE} ground truth"], viewer.layers[f"{SAMPLE} strokes"]):
+        widget.labels_choice.value = pick
+        viewer.add_labels(np.zeros(viewer.layers[SAMPLE].data.shape, np.uint8), name="more")
+        assert widget.labels_choice.value is pick
+        viewer.layers.remove("more")
+    # With the ground truth as the only Labels layer at first, the selected layer wins later.
+    viewer = make_napari_viewer()
+    widget = VoxSegWidget(viewer)
+    truth = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="truth",
+                              metadata={"voxseg_ground_truth": True})
+    assert widget.labels_choice.value is truth and widget.ground_truth.value is truth
+    mine = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="mine")
+    assert widget.labels_choice.value is mine and widget.ground_truth.value is truth
