@@ -33,7 +33,7 @@ python_packages() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION"
-    "$VENV/bin/python" -m pip install -q -e ".[pyqt5,testing]"
+    "$VENV/bin/python" -m pip install -q -e ".[pyqt6,testing]"
 }
 
 case "${1:-}" in

@@ -4,6 +4,8 @@ themselves are in :mod:`napari_voxseg.cli`)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -17,6 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(**commands) -> argparse.ArgumentParser:
     """The parser; ``commands``: the function each subcommand runs (train, predict, ...)."""
+    from . import __version__
     from .core import TrainConfig
     from .core.device import DEVICES, PRECISIONS
     from .core.infer import DEFAULT_OVERLAP
@@ -25,8 +28,11 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     from .core.tasks import DEFAULT_LOSS, TASKS
     from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
 
-    parser = _Parser(prog="python -m napari_voxseg",
+    # The console script says 'voxseg' in its usage, python -m its own command.
+    script = Path(sys.argv[0]).name.startswith("voxseg")
+    parser = _Parser(prog="voxseg" if script else "python -m napari_voxseg",
                      description="Train, apply and score 3D segmentation networks from strokes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     names = sorted({n for t in TASKS for n in losses_for(t)})

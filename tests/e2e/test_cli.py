@@ -148,3 +148,21 @@ def test_train_reads_a_zarr_image(files, tmp_path):
                tmp_path / "m", "--iterations", 2, "--patch-size", "16,32,32")
     assert proc.returncode == 0, proc.stderr
     assert load_model(tmp_path / "m").config["voxel_size"] == [2.0, 1.0, 1.0]
+
+
+def test_the_console_script_says_its_name_and_version():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import napari_voxseg
+
+    script = shutil.which("voxseg", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the console script is not installed (pip install -e .)")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"voxseg {napari_voxseg.__version__}"
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert proc.stdout.startswith("usage: voxseg ")
+    assert run("--version").stdout.startswith("python -m napari_voxseg ")
