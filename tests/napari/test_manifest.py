@@ -28,3 +28,11 @@ def test_npe2_validates_and_finds_the_plugin():
     pm = PluginManager.instance()
     pm.discover()
     assert "napari-voxseg" in pm._manifests or pm.get_manifest("napari-voxseg")
+
+
+def test_the_widget_is_under_layers_segment():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(Path(napari_voxseg.__file__).parent / "napari.yaml")
+    items = manifest.contributions.menus["napari/layers/segment"]
+    assert [item.command for item in items] == ["napari-voxseg.widget"]
