@@ -301,7 +301,7 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
     """Block-wise prediction: a .zarr image is read lazily, outputs go into .zarr stores."""
     from .cli_common import Progress, _floats
     from .core import VoxSegError, run_to_end
-    from .core.blocks import iter_predict_blocks, open_zarr
+    from .core.blocks import iter_predict_blocks, open_zarr_levels
 
     for target in outputs.paths():
         if target.suffix.lower() != ".zarr":
@@ -316,8 +316,8 @@ def _predict_blocks(args, model, image: Path, outputs: Outputs, bar: bool) -> st
     if args.time_axis is not None:
         raise VoxSegError(f"--time-axis: {series}")
     if image.suffix.lower() == ".zarr":
-        source = open_zarr(image)
-        voxel = source.attrs.get("voxel_size") if hasattr(source, "attrs") else None
+        levels, info = open_zarr_levels(image)  # plain, voxseg's or any OME-Zarr store
+        source, voxel = levels[0], info.get("voxel_size")
         if args.channel_axis is not None:
             raise VoxSegError("--channel-axis is for files; a .zarr image gives its channels "
                               "first (C, Z, Y, X) or says where they are (OME-Zarr)")

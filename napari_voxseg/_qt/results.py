@@ -145,11 +145,13 @@ class ResultLayers:
         """(layer name, lazy data, kind) for each layer the stores become."""
         import dask.array as da
 
+        from ..core.zarrs import open_zarr
+
         names = self.names(None)
         base = f"{image_layer.name} prediction"
         parts = []
         for key, path in stores.items():
-            data = da.from_zarr(str(path))
+            data = da.from_zarr(open_zarr(path))  # level 0 of the OME-Zarr image
             if key == "labels" and task == "multilabel":
                 parts += [(f"{base}: {n}", data[i], "labels") for i, n in enumerate(names)]
             elif key == "labels":

@@ -43,7 +43,7 @@ from .infer import (
 from .models import divisors
 from .outputs import ZARR, ZARR_MARK, check_outputs
 from .tasks import check_extra_outputs, task_of
-from .zarrs import open_zarr, open_zarr_levels  # noqa: F401  (part of this module's API)
+from .zarrs import create_image, image_array, open_zarr, open_zarr_levels  # noqa: F401
 
 # A block's spatial size by default: with K = 3 classes its float32 scores, weights and input
 # take about 16M voxels x 24 bytes = 400 MB.
@@ -179,9 +179,7 @@ def _write(stores: dict, region, result) -> None:
 def _predict_and_write(job: BlockJob, source, region) -> None:
     """On a dask worker: predict one block and write it into the stores (chunk-aligned, so no
     two blocks write the same chunk)."""
-    import zarr
-
-    stores = {name: zarr.open_array(str(path), mode="r+") for name, path in job.outputs.items()}
+    stores = {name: image_array(path) for name, path in job.outputs.items()}
     result = predict_block(job, source, region, probabilities="probabilities" in stores,
                            uncertainty="uncertainty" in stores)
     _write(stores, region, result)
@@ -221,7 +219,6 @@ def iter_predict_blocks(
     dask.distributed Client to run the blocks on its workers. An existing output store is
     replaced only with ``overwrite`` and only if voxseg wrote it; no output may be the source
     (see :mod:`.outputs`)."""
-    import zarr
 
     config = model.config
     arch = config["architecture"]
@@ -260,11 +257,11 @@ def iter_predict_blocks(
         stores = {}
         for name, tmp in temporary.items():
             shape, chunks, dtype = layouts[name]
-            stores[name] = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks,
-                                           dtype=dtype, fill_value=0)
-            stores[name].attrs.update({
-                ZARR_MARK: name, "task": task,
-                "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
+            stores[name] = create_image(tmp, shape, dtype, chunks=chunks,
+                                        voxel_size=voxel_size, attrs={
+                                            ZARR_MARK: name, "task": task,
+                                            "voxel_size": None if voxel_size is None
+                                            else [float(v) for v in voxel_size]})
         job = BlockJob(config=config, state={n: t.detach().cpu().numpy() for n, t in
                                              model.state_dict().items()},
                        bounds=bounds, pad_value=pad_value, overlap=overlap,

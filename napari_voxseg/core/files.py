@@ -20,7 +20,7 @@ from .folders import as_if_created, replace_folder, temporary_folder_beside
 from .nifti import _write_nifti, nifti_affine, read_nifti  # noqa: F401
 from .outputs import ZARR_MARK, check_output
 from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F401
-from .zarrs import open_zarr_levels
+from .zarrs import create_image, open_zarr_levels
 
 
 def _tiff_voxel_size(tif) -> tuple[float, float, float] | None:
@@ -340,19 +340,14 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None, like=
 
 
 def _write_zarr(path: Path, array: np.ndarray, voxel_size, time: bool = False) -> Path:
-    """One zarr array store, voxel size in its attributes, swapped in atomically."""
-    import zarr
-
+    """One OME-Zarr image (NGFF 0.5: the voxel size as its scale, its axes named), swapped in
+    atomically."""
     tmp = temporary_folder_beside(path)
     try:
-        store = zarr.open_array(str(tmp), mode="w", shape=array.shape, dtype=array.dtype,
-                                fill_value=0)
+        store = create_image(tmp, array.shape, array.dtype, voxel_size=voxel_size, time=time,
+                             attrs={ZARR_MARK: "volume", "voxel_size": None if voxel_size is None
+                                    else [float(v) for v in voxel_size]})
         store[...] = array
-        store.attrs.update({
-            ZARR_MARK: "volume",
-            "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size]})
-        if time:
-            store.attrs["axes"] = "TCZYX" if array.ndim == 5 else "TZYX"
         replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -90,13 +90,12 @@ def make_objects(labels, classes: Sequence[int], *, voxel_size=None,
 def _write_zarr_objects(labels, path: Path, classes, *, voxel_size, num_classes, overwrite,
                         block_shape) -> int:
     """Block by block into a new zarr store, swapped in when complete."""
-    import zarr
 
     from .folders import replace_folder, sweep_leftovers, temporary_folder_beside
     from .instance_blocks import DEFAULT_BLOCK, instance_labels_blocks
     from .instances import output_shape, plan
     from .outputs import ZARR_MARK, check_output
-    from .zarrs import open_zarr
+    from .zarrs import create_image, open_zarr
 
     path = check_output(path, overwrite=overwrite)
     source = open_zarr(labels) if isinstance(labels, (str, Path)) else labels
@@ -107,10 +106,10 @@ def _write_zarr_objects(labels, path: Path, classes, *, voxel_size, num_classes,
         sweep_leftovers(path)
     tmp = temporary_folder_beside(path)
     try:
-        store = zarr.open_array(str(tmp), mode="w", shape=shape, dtype="uint32",
-                                chunks=(*(1,) * (len(shape) - 3), *block), fill_value=0)
-        store.attrs.update({ZARR_MARK: "objects", "voxel_size": None if voxel_size is None
-                            else [float(v) for v in voxel_size]})
+        store = create_image(tmp, shape, "uint32", chunks=(*(1,) * (len(shape) - 3), *block),
+                             voxel_size=voxel_size,
+                             attrs={ZARR_MARK: "objects", "voxel_size": None if voxel_size
+                                    is None else [float(v) for v in voxel_size]})
         count = instance_labels_blocks(source, store, classes, voxel_size=voxel_size,
                                        num_classes=num_classes, block_shape=block)
         replace_folder(tmp, path)

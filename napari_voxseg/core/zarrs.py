@@ -66,3 +66,49 @@ def _ome_meta(multiscale: dict, ndim: int) -> dict:
             if all(math.isfinite(v) and v > 0 for v in scale):
                 voxel = tuple(scale)
     return {"voxel_size": voxel, "channel_axis": channel}
+
+
+# OME-NGFF's version for zarr v3 stores: what napari-ome-zarr, Fiji/MoBIE and neuroglancer read.
+NGFF_VERSION = "0.5"
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+def image_axes(ndim: int, *, time: bool = False) -> str:
+    """NGFF axis names of an output of ``ndim`` dimensions: ``zyx``, ``czyx`` (classes or
+    channels first), ``tzyx`` or ``tczyx`` (a time series)."""
+    lead = {3: "", 4: "t" if time else "c", 5: "tc"}.get(ndim)
+    if lead is None:
+        raise VoxSegError(f"a zarr output has 3 to 5 dimensions, not {ndim}")
+    return lead + "zyx"
+
+
+def create_image(path, shape, dtype, *, chunks=None, voxel_size=None, time: bool = False,
+                 attrs: dict | None = None):
+    """A new OME-Zarr image (NGFF 0.5) at ``path``: a zarr group holding one level ``0`` of
+    ``shape`` (zeros) with the multiscales metadata (axes and their types, the voxel size as
+    the scale) and ``attrs`` beside it; the level's array, to be written."""
+    import zarr
+
+    axes = image_axes(len(shape), time=time)
+    scale = [1.0] * (len(shape) - 3) + [float(v) for v in (voxel_size or (1.0, 1.0, 1.0))]
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    array = group.create_array("0", shape=tuple(shape), dtype=dtype,
+                               chunks=tuple(chunks) if chunks is not None else "auto",
+                               fill_value=0, dimension_names=list(axes))
+    multiscale = {
+        "name": Path(path).name,
+        "axes": [{"name": a, "type": _AXIS_TYPES[a]} for a in axes],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": scale}]}],
+    }
+    group.attrs.update({**(attrs or {}), "ome": {"version": NGFF_VERSION,
+                                                 "multiscales": [multiscale]}})
+    return array
+
+
+def image_array(path, mode: str = "r+"):
+    """The level-0 array of a store :func:`create_image` made (or a plain zarr array)."""
+    import zarr
+
+    node = zarr.open(str(path), mode=mode)
+    return node if hasattr(node, "shape") else node["0"]

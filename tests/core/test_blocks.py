@@ -10,7 +10,12 @@ from helpers import TINY as BASE
 from helpers import drain
 
 from napari_voxseg.core import TrainConfig, VoxSegError, iter_predict, run_to_end, train
-from napari_voxseg.core.blocks import iter_predict_blocks, open_zarr, predict_blocks
+from napari_voxseg.core.blocks import (
+    iter_predict_blocks,
+    open_zarr,
+    open_zarr_levels,
+    predict_blocks,
+)
 
 TINY = {**BASE, "iterations": 6, "batch_size": 2, "num_threads": 1}
 BLOCK = (6, 20, 12)  # blocks that cut through tiles on purpose
@@ -44,7 +49,8 @@ def test_zarr_blocks_equal_the_whole_prediction(model_and_image, whole, tmp_path
     assert [e.done for e in events] == list(range(1, 3 * 2 * 3 + 1))  # 16/6, 32/20, 32/12
     assert set(written) == {"labels", "probabilities", "uncertainty"}
     labels = open_zarr(tmp_path / "labels.zarr")
-    assert labels.chunks == BLOCK and labels.attrs["voxel_size"] == [2, 1, 1]
+    assert labels.chunks == BLOCK and open_zarr_levels(tmp_path / "labels.zarr")[1][
+        "voxel_size"] == (2, 1, 1)
     # Stage 1's filters follow the image's voxel size: the whole at the same voxel size.
     whole = run_to_end(iter_predict(model, image, probabilities=True, uncertainty=True,
                                     voxel_size=(2, 1, 1)))

@@ -116,9 +116,8 @@ def test_a_time_series_is_predicted_frame_by_frame(trained, small_volume, tmp_pa
 def test_objects_of_a_prediction(trained, files, tmp_path):
     """--instances writes the objects of the chosen classes beside the labels, in memory and
     block by block (the same objects), and an unknown class is refused before any work."""
-    import zarr
-
     from napari_voxseg.core.instances import instance_labels
+    from napari_voxseg.core.zarrs import open_zarr
 
     proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "p.tif",
                "--instances", "2")
@@ -132,7 +131,7 @@ def test_objects_of_a_prediction(trained, files, tmp_path):
     proc = run("predict", trained, files / "image.tif", "--out", tmp_path / "p.zarr",
                "--instances", "2", "--block", "8,16,16")
     assert proc.returncode == 0, proc.stderr
-    blocks = np.asarray(zarr.open_array(str(tmp_path / "p-objects.zarr"), mode="r"))
+    blocks = np.asarray(open_zarr(tmp_path / "p-objects.zarr"))
     pairs = set(zip(blocks.ravel().tolist(), objects.ravel().tolist()))
     assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})  # 1:1
 
