@@ -7,12 +7,13 @@ output file is left behind.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
 
 from .cli_args import EXIT_BAD_INPUT, build_parser
-from .cli_common import Progress, _floats, _read_image
+from .cli_common import Progress, _floats, _read_image, log, note, setup_logging
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -110,6 +111,7 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
 
     model = load_model(args.init, device=args.device) if args.init else None
     config = _train_config(args, model).checked()  # before reading any volume
+    _say_settings(config)
     if len(args.labels) > 1 and task_info(config.task).label_files == "one":
         raise VoxSegError(f"{len(args.labels)} label files given for a {config.task} task, which "
                           "takes one; give several only with --task multilabel (one per class)")
@@ -129,8 +131,8 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     mask = read_volume(args.mask)[0] if args.mask else None
     reference = read_volume(args.boundary_from)[0] if args.boundary_from else None
     if world > 1 and rank == 0:
-        print(f"distributed: {world} processes ({backend}), each drawing patches of its own, "
-              "gradients averaged at every step; rank 0 writes the model", file=sys.stderr)
+        note(f"distributed: {world} processes ({backend}), each drawing patches of its own, "
+             "gradients averaged at every step; rank 0 writes the model")
     bar = Progress("train") if rank == 0 else None
     judged: dict = {}
 
@@ -149,18 +151,18 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     bar.close()
     if world > 1:
         done = result.model.config["training"]
-        print(f"distributed: batch {done['batch_size']} per process, {world * done['batch_size']} "
-              f"a step in all; learning rate {done['learning_rate']:g}", file=sys.stderr)
-    for note in result.adjustments:
-        print(f"note: {note}", file=sys.stderr)
+        note(f"distributed: batch {done['batch_size']} per process, {world * done['batch_size']} "
+             f"a step in all; learning rate {done['learning_rate']:g}")
+    for adjustment in result.adjustments:
+        note(f"note: {adjustment}")
     judgement = result.model.config["training"].get("validation")
     if judgement:
-        print(f"kept {judgement['kept']}: the U-Net is kept only when it beats stage 1 on the "
-              f"{judgement['held_out_voxels']} held-out stroke voxels", file=sys.stderr)
+        note(f"kept {judgement['kept']}: the U-Net is kept only when it beats stage 1 on the "
+             f"{judgement['held_out_voxels']} held-out stroke voxels")
     from .core.models import describe_network
 
-    print(f"network: {describe_network(result.model.config)}; patch "
-          f"{tuple(result.model.config['patch_size'])}")
+    log.info(f"network: {describe_network(result.model.config)}; patch "
+             f"{tuple(result.model.config['patch_size'])}")
     if result.warning:
         print(f"warning: {result.warning}; saving the best model so far (step "
               f"{result.best_step})", file=sys.stderr)
@@ -168,7 +170,7 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     kept = (judgement or {}).get("kept")
     best = ("stage 1 kept" if kept == "stage 1" else
             f"best smoothed loss {result.best_loss:.4f} at step {result.best_step}")
-    print(f"saved model to {out} ({result.steps} steps, {best}, {result.elapsed:.0f} s)")
+    log.info(f"saved model to {out} ({result.steps} steps, {best}, {result.elapsed:.0f} s)")
     return 0
 
 
@@ -217,12 +219,27 @@ def cmd_demo(args) -> int:
     return run_demo(headless=args.headless, out_dir=Path(args.out), iterations=args.iterations)
 
 
+def _say_settings(config) -> None:
+    """With -v: every training setting, and the device and precision they resolve to."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    from dataclasses import asdict
+
+    from .core.device import inference_dtype, resolve_device
+
+    device = resolve_device(config.device)
+    dtype = inference_dtype(device, config.precision, config.task)
+    log.debug(f"device {device}, computing in {str(dtype or 'float32').replace('torch.', '')}")
+    log.debug("settings: " + json.dumps(asdict(config), default=str))
+
+
 def main(argv=None) -> int:
     from .cli_predict import cmd_predict
 
     parser = build_parser(train=cmd_train, predict=cmd_predict, evaluate=cmd_evaluate,
                           demo=cmd_demo)
     args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
     from .core.errors import VoxSegError
 
     try:

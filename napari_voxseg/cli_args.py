@@ -33,10 +33,18 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     parser = _Parser(prog="voxseg" if script else "python -m napari_voxseg",
                      description="Train, apply and score 3D segmentation networks from strokes.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # -q / -v before or after the command: `voxseg -q predict ...` or `voxseg predict -q ...`
+    for where in (parser, chatter := argparse.ArgumentParser(add_help=False)):
+        default = 0 if where is parser else argparse.SUPPRESS  # a command's flags add to it
+        where.add_argument("-q", "--quiet", action="count", default=default,
+                           help="say only warnings and errors (no progress bar)")
+        where.add_argument("-v", "--verbose", action="count", default=default,
+                           help="say more: the settings and the device in use")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     names = sorted({n for t in TASKS for n in losses_for(t)})
-    p = sub.add_parser("train", help="train a network on an image and its strokes")
+    p = sub.add_parser("train", parents=[chatter],
+                       help="train a network on an image and its strokes")
     p.add_argument("image", nargs="?", help=f"volume ({', '.join(READ_SUFFIXES)})")
     p.add_argument("labels", nargs="*",
                    help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
@@ -113,8 +121,9 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
     p.set_defaults(func=commands["train"])
 
-    p = sub.add_parser("predict", help="label volumes with a saved model: one image (--out "
-                                       "FILE) or many (--out-dir DIR)")
+    p = sub.add_parser("predict", parents=[chatter],
+                       help="label volumes with a saved model: one image (--out FILE) or many "
+                            "(--out-dir DIR)")
     p.add_argument("model", help="model folder")
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help=f"volumes ({', '.join(READ_SUFFIXES + ('.zarr',))})")
@@ -168,16 +177,18 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=commands["predict"])
 
-    p = sub.add_parser("evaluate", help="Dice and IoU per class against a ground truth (for "
-                                        "regression: mean absolute and RMS error)")
+    p = sub.add_parser("evaluate", parents=[chatter],
+                       help="Dice and IoU per class against a ground truth (for regression: "
+                            "mean absolute and RMS error)")
     p.add_argument("prediction")
     p.add_argument("ground_truth")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--mask", default=None, help="regression: compare only where nonzero")
     p.set_defaults(func=commands["evaluate"])
 
-    p = sub.add_parser("demo", help="open napari with the sample and the widget (headless: "
-                                    "train, predict, write the prediction and a screenshot)")
+    p = sub.add_parser("demo", parents=[chatter],
+                       help="open napari with the sample and the widget (headless: train, "
+                            "predict, write the prediction and a screenshot)")
     p.add_argument("--headless", action="store_true")
     p.add_argument("--out", default="voxseg-demo", help="folder for the headless outputs")
     p.add_argument("--iterations", type=int, default=None)

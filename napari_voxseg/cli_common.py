@@ -1,40 +1,57 @@
-"""What the command line's commands share: the text progress bar, number lists, reading an
-image with its channels first."""
+"""What the command line's commands share: its messages (logging) and progress bar (tqdm),
+number lists, reading an image with its channels first."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
-import time
 from pathlib import Path
+
+# What the commands say as they go (stdout); -q keeps only warnings and errors, -v adds details.
+log = logging.getLogger("napari_voxseg.cli")
+
+
+def setup_logging(verbose: int = 0, quiet: int = 0) -> None:
+    """Messages to stdout at INFO (WARNING with ``-q``, DEBUG with ``-v``), bare lines."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    log.handlers.clear()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def note(message: str) -> None:
+    """A remark about the run on stderr (hidden with ``-q``; warnings and errors never are)."""
+    if log.isEnabledFor(logging.INFO):
+        print(message, file=sys.stderr)
 
 
 class Progress:
-    """A text progress bar on stderr: redrawn in place on a terminal, every 10% otherwise."""
+    """A tqdm progress bar on stderr, shown only on a terminal and not with ``-q``."""
 
-    def __init__(self, label: str, stream=None, width: int = 30):
-        self.label, self.stream, self.width = label, stream or sys.stderr, width
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_decile = -1
-        self._start = time.perf_counter()
+    def __init__(self, label: str, stream=None):
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(desc=label, file=stream, disable=not tty or not log.isEnabledFor(
+            logging.INFO), leave=True)
 
     def update(self, done: int, total: int, extra: str = "") -> None:
-        frac = done / total if total else 1.0
-        decile = int(frac * 10)
-        if not self.tty and decile == self._last_decile and done != total:
+        if self.bar.disable:
             return
-        self._last_decile = decile
-        filled = int(frac * self.width)
-        elapsed = time.perf_counter() - self._start
-        line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
-                f"{elapsed:5.0f}s {extra}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        if extra:
+            self.bar.set_postfix_str(extra, refresh=False)
+        self.bar.refresh()
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.bar.close()
 
 
 def _floats(text: str, count: int, what: str) -> tuple[float, ...]:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cli_common import log, note
+
 EXIT_SOME_FAILED = 1
 
 
@@ -76,7 +78,7 @@ def _predict_one(args, image: Path) -> int:
                           ".zarr; give a .zarr image or .zarr outputs")
     model = _load(args)
     summary = predict_file(args, model, image, outputs, bar=True)
-    print(f"wrote {summary}")
+    log.info(f"wrote {summary}")
     return 0
 
 
@@ -86,6 +88,9 @@ def _load(args):
     from .core.objects import object_classes
 
     model = load_model(args.model, device=args.device)
+    log.debug(f"model {args.model}: {model.config.get('task', 'multiclass')}, device "
+              f"{next(model.parameters()).device}, "
+              f"{model.config['architecture'].get('name', 'unet')}")
     args.object_classes = (object_classes(args.instances, model.config) if args.instances
                            else None)
     return model
@@ -150,32 +155,32 @@ def _predict_many(args, images: list[Path]) -> int:
         head = f"[{k}/{n}] {image.name}"
         if not go and len(there) == len(plan.paths()):
             skipped += 1
-            print(f"{head}: skipped, {plan.out} exists (--overwrite to predict it again)",
-                  flush=True)
+            log.info(f"{head}: skipped, {plan.out} exists (--overwrite to predict it again)")
             continue
         if not go:
             missing = [q.name for q in plan.paths() if q not in there]
             failed.append(image.name)
-            print(f"{head}: failed: {there[0].name} exists but {', '.join(missing)} does not "
-                  "(an earlier run stopped); delete it or add --overwrite", flush=True)
+            log.warning(f"{head}: failed: {there[0].name} exists but {', '.join(missing)} does "
+                        "not (an earlier run stopped); delete it or add --overwrite")
             continue
         start = time.perf_counter()
         try:
             summary = predict_file(args, model, image, plan, bar=False)
         except KeyboardInterrupt:
-            print(f"{head}: interrupted; predicted {done} of {n} before it, written in "
-                  f"{args.out_dir}", flush=True)
+            log.warning(f"{head}: interrupted; predicted {done} of {n} before it, written in "
+                        f"{args.out_dir}")
             return 130
         except Exception as exc:  # one bad file never stops the others
             failed.append(image.name)
-            print(f"{head}: failed: {_reason(exc)}", flush=True)
+            log.warning(f"{head}: failed: {_reason(exc)}")
             continue
         done += 1
-        print(f"{head} -> {summary}  {time.perf_counter() - start:.1f} s", flush=True)
+        log.info(f"{head} -> {summary}  {time.perf_counter() - start:.1f} s")
     total = time.perf_counter() - began
     line = (f"predicted {done}, skipped {skipped}, failed {len(failed)} of {n} images in "
             f"{total:.1f} s")
-    print(line + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    (log.warning if failed else log.info)(line + (f"; failed: {', '.join(failed)}" if failed
+                                                  else ""))
     return EXIT_SOME_FAILED if failed else 0
 
 
@@ -290,9 +295,8 @@ def _warn_voxel_size(model, voxel, resample: bool) -> None:
 
     message = voxel_mismatch(model, voxel)
     if message and resample:
-        print("note: the image's voxel size differs from the model's; predicting at the "
-              "model's voxel size and resampling the results back (--resample)",
-              file=sys.stderr)
+        note("note: the image's voxel size differs from the model's; predicting at the "
+             "model's voxel size and resampling the results back (--resample)")
     elif message:
         print(f"warning: {message} (add --resample)", file=sys.stderr)
 

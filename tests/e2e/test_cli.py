@@ -33,10 +33,43 @@ def test_round_trip(files, trained):
     assert "dice" in text and "mean" in text
 
 
-def test_training_shows_a_progress_bar(files, tmp_path):
-    proc = run("train", files / "image.tif", files / "strokes.tif", "--out", tmp_path / "m",
-               "--iterations", 3, "--patch-size", "16,32,32")
-    assert proc.returncode == 0 and "train [" in proc.stderr and "3/3" in proc.stderr
+def test_training_shows_a_progress_bar_on_a_terminal_only(files, tmp_path):
+    """tqdm's bar on a terminal (a pseudo-terminal here); none in a pipe or with -q; -v says
+    the settings; -q keeps the output to warnings and errors."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    args = ["train", files / "image.tif", files / "strokes.tif", "--iterations", 3,
+            "--patch-size", "16,32,32"]
+    proc = run(*args, "--out", tmp_path / "m")
+    assert proc.returncode == 0 and "3/3" not in proc.stderr  # a pipe: no bar
+    assert "saved model to" in proc.stdout
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    with subprocess.Popen([sys.executable, "-m", "napari_voxseg", *map(str, args), "--out",
+                           tmp_path / "t"], stdout=subprocess.PIPE, stderr=follower) as child:
+        os.close(follower)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        child.wait()
+    os.close(leader)
+    assert child.returncode == 0 and b"train:" in screen and b"3/3" in screen
+    quiet = run(*args, "--out", tmp_path / "q", "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "" and "kept" not in quiet.stderr
+    loud = run("-v", *args, "--out", tmp_path / "v")
+    assert "settings: {" in loud.stdout and "device cpu" in loud.stdout
 
 
 def test_predict_uncertainty_and_zarr_block_wise(files, trained, tmp_path):
