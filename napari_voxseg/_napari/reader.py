@@ -17,6 +17,9 @@ from ..core.files import (
 
 # In the metadata of a layer read from a time series: its first axis is time.
 TIME_KEY = "time_axis"
+# In the metadata of a prediction of a series: its first axis is time, when saved (not
+# TIME_KEY, which marks an image to predict).
+TIME_FIRST = "voxseg_time_first"
 
 # Integer files whose name says so open as Labels layers, everything else as Image layers.
 _LABEL_NAME = re.compile(r"label|mask|seg|stroke|annot|pred|truth|(^|[_\-. ])gt([_\-. ]|$)", re.I)
@@ -63,7 +66,7 @@ def read_zarr_layers(path):
             meta["scale"] = (1.0,) * (ndim - 3) + tuple(info["voxel_size"])
         if len(data) > 1:
             meta["multiscale"] = True
-        attrs = dict(getattr(levels[0], "attrs", {}) or {})
+        attrs = info.get("attrs") or {}  # voxseg marks its labels stores there
         labels = data[0].dtype.kind in "iu" and (attrs.get("napari_voxseg") == "labels"
                                                  or _LABEL_NAME.search(name))
         if channel is not None and not labels and ndim == 4:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.files import write_volume
+from .reader import TIME_FIRST, TIME_KEY
 
 
 def write_single_layer(path: str, data, meta: dict) -> list[str]:
@@ -20,7 +21,10 @@ def write_single_layer(path: str, data, meta: dict) -> list[str]:
     # napari's Save dialog has asked before replacing a file; a folder (.zarr) is still
     # replaced only if voxseg wrote it. A layer read from NIfTI (or predicted from one) is
     # written in that file's orientation, with its affine.
-    written = write_volume(path, np.asarray(data), voxel, overwrite=True,
+    # A time series (read as one, or predicted from one) keeps its time axis first.
+    data = np.asarray(data)
+    time = data.ndim >= 4 and (metadata.get(TIME_KEY) == 0 or bool(metadata.get(TIME_FIRST)))
+    written = write_volume(path, data, voxel, overwrite=True, time=time,
                            affine=None if affine is None else np.asarray(affine, float),
                            like=None if source is None else np.asarray(source, float))
     return [str(written)]

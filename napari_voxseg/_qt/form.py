@@ -74,6 +74,7 @@ class Form:
         for widget in (self.labels_choice, self.multi_labels, self.weights, self.classes):
             widget.changed.connect(self._watch_annotations)
         self._choosing, self._picked_labels = 0, None  # the annotations the user picked
+        self._offered: list = []  # ground-truth layers already made the default once
         self.labels_choice.changed.connect(self._note_pick)
 
     @property
@@ -229,14 +230,17 @@ class Form:
         strokes = [layer for layer in labels
                    if not is_ground_truth(layer) and not layer.metadata.get(RESULT_KEY)]
         current = self.labels_choice.value
-        if strokes and (current is None or (is_ground_truth(current)
-                                            and current is not self._picked_labels)):
+        chosen_by_us = current is not None and current is not self._picked_labels and (
+            is_ground_truth(current) or current.metadata.get(RESULT_KEY))
+        if strokes and (current is None or chosen_by_us):
             active = self.viewer.layers.selection.active
             with self.choosing():
                 self.labels_choice.value = active if active in strokes else strokes[-1]
         truths = [layer for layer in labels if is_ground_truth(layer)]
-        if truths and self.ground_truth.value is None:
-            self.ground_truth.value = truths[-1]
+        if truths and self.ground_truth.value is None and truths[-1] not in self._offered:
+            self._offered.append(truths[-1])  # once: the user may set it back to none
+            with self.choosing():
+                self.ground_truth.value = truths[-1]
 
     def chosen_layers(self) -> list:
         """The layers chosen in the form that the user paints or compares with."""

@@ -26,10 +26,11 @@ _CLASS_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564
 def result_metadata(image_layer) -> dict:
     """A result layer's metadata: marked as voxseg's, with the image's NIfTI affines (so that
     saving it as NIfTI puts it on the scan)."""
-    from .._napari.reader import NIFTI_KEYS
+    from .._napari.reader import NIFTI_KEYS, TIME_FIRST, TIME_KEY
 
     source = getattr(image_layer, "metadata", None) or {}
-    return {RESULT_KEY: True, **{k: source[k] for k in NIFTI_KEYS if k in source}}
+    series = {TIME_FIRST: True} if source.get(TIME_KEY) == 0 else {}
+    return {RESULT_KEY: True, **series, **{k: source[k] for k in NIFTI_KEYS if k in source}}
 
 
 def multilabel_colormap(index: int, prediction: bool) -> DirectLabelColormap:

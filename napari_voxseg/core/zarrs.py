@@ -20,7 +20,8 @@ def open_zarr(path):
 def open_zarr_levels(path) -> tuple[list, dict]:
     """The arrays of a .zarr store, lazily: one array, or the levels of an OME-Zarr
     multiscale image (finest first), and what its metadata says: ``voxel_size`` (Z, Y, X) and
-    ``channel_axis`` when known."""
+    ``channel_axis`` when known, and ``attrs``, the store's own attributes (of the group for an
+    OME-Zarr image, where voxseg marks what it wrote)."""
     import zarr
 
     path = Path(path)
@@ -35,7 +36,7 @@ def open_zarr_levels(path) -> tuple[list, dict]:
     attrs = dict(getattr(node, "attrs", {}) or {})
     if hasattr(node, "shape"):
         voxel = attrs.get("voxel_size")
-        return [node], {"voxel_size": tuple(voxel) if voxel else None}
+        return [node], {"voxel_size": tuple(voxel) if voxel else None, "attrs": attrs}
     multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
     if multiscales:
         first = multiscales[0]
@@ -44,12 +45,12 @@ def open_zarr_levels(path) -> tuple[list, dict]:
         except (KeyError, TypeError):
             raise VoxSegError(f"{path}: its OME-Zarr metadata names levels that are not in "
                               "the store; rewrite it with an OME-Zarr writer") from None
-        return levels, _ome_meta(first, levels[0].ndim)
+        return levels, {**_ome_meta(first, levels[0].ndim), "attrs": attrs}
     arrays = sorted(node.array_keys()) if hasattr(node, "array_keys") else []
     if not arrays:
         raise VoxSegError(f"{path} is a zarr group with no arrays in it; give a store that "
                           "holds the volume")
-    return [node[arrays[0]]], {"voxel_size": None}
+    return [node[arrays[0]]], {"voxel_size": None, "attrs": attrs}
 
 
 def _ome_meta(multiscale: dict, ndim: int) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from helpers import run_cli
 
 from napari_voxseg.core import load_model, predict, read_volume, write_volume
-from napari_voxseg.core.files import nifti_affine, read_nifti
+from napari_voxseg.core.files import nifti_affine, read_nifti, read_volume_info
 
 
 def oblique_affine() -> np.ndarray:
@@ -98,3 +98,25 @@ def test_napari_writer_and_result_layers_keep_the_scan(scan, tmp_path):
     np.testing.assert_allclose(nib.load(path).affine, oblique_affine())
     again, _, _ = read_nifti(path)
     np.testing.assert_array_equal(again, labels)
+
+
+def test_a_series_layer_and_its_prediction_save_with_time_first(tmp_path):
+    """A 4D NIfTI opened in napari, and a prediction of it, save as a series (not refused as
+    4D, not time read back as channels)."""
+    from napari_voxseg._napari.reader import read_layers
+    from napari_voxseg._napari.writer import write_single_layer
+    from napari_voxseg._qt.results import result_metadata
+
+    frames = np.random.default_rng(0).random((2, 4, 5, 6)).astype(np.float32)
+    write_volume(tmp_path / "series.nii.gz", frames, (2.0, 1.0, 1.0), time=True)
+    data, meta, _ = read_layers(str(tmp_path / "series.nii.gz"))[0]
+    layer = type("Layer", (), {"metadata": meta["metadata"]})()
+    labels = (np.asarray(data) > 0.5).astype(np.uint8) + 1
+    for out, array, metadata in (("copy.nii.gz", np.asarray(data), meta["metadata"]),
+                                 ("pred.nii.gz", labels, result_metadata(layer)),
+                                 ("pred.tif", labels, result_metadata(layer))):
+        path = write_single_layer(str(tmp_path / out), array,
+                                  {"scale": meta.get("scale"), "metadata": metadata})[0]
+        again, info = read_volume_info(path, time=True)
+        assert info["time_axis"] == 0 and again.shape == array.shape, out
+        np.testing.assert_array_equal(again, array)

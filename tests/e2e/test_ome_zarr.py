@@ -66,3 +66,17 @@ def test_napari_opens_an_output_with_its_scale(tmp_path):
     write_volume(tmp_path / "v.zarr", np.ones((4, 5, 6), np.uint8), (2.0, 1.0, 0.5))
     (data, meta, _), = read_layers(str(tmp_path / "v.zarr"))
     assert tuple(meta["scale"]) == (2.0, 1.0, 0.5) and data.shape == (4, 5, 6)
+
+
+def test_napari_opens_voxseg_labels_stores_as_labels_whatever_their_name(tmp_path):
+    """voxseg's mark is on the OME-Zarr group: a block-wise labels store named anything opens
+    as one Labels layer (a multi-label one too, not one image per class)."""
+    from napari_voxseg._napari.reader import read_zarr_layers
+    from napari_voxseg.core.outputs import ZARR_MARK
+    from napari_voxseg.core.zarrs import create_image
+
+    for name, shape in (("result.zarr", (4, 5, 6)), ("ml.zarr", (3, 4, 5, 6))):
+        create_image(tmp_path / name, shape, "uint8", voxel_size=(2.0, 1.0, 1.0),
+                     attrs={ZARR_MARK: "labels"})[...] = 1
+        layers = read_zarr_layers(str(tmp_path / name))
+        assert [kind for _, _, kind in layers] == ["labels"] and layers[0][0].shape == shape

@@ -415,3 +415,16 @@ def test_the_sample_s_ground_truth_is_never_the_default_annotations(make_napari_
     assert widget.labels_choice.value is truth and widget.ground_truth.value is truth
     mine = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="mine")
     assert widget.labels_choice.value is mine and widget.ground_truth.value is truth
+    # Cleared by the user, the ground truth stays cleared.
+    widget.ground_truth.value = None
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="other")
+    assert widget.ground_truth.value is None
+    # A prediction left as the choice (its strokes layer deleted) gives way to new strokes.
+    viewer.layers.remove("mine")
+    viewer.layers.remove("other")
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="truth prediction",
+                      metadata={"voxseg_result": True})
+    widget.labels_choice.value = viewer.layers["truth prediction"]
+    widget.form._picked_labels = None  # as if reset_choices had fallen back to it
+    fresh = viewer.add_labels(np.zeros((4, 8, 8), np.uint8), name="fresh")
+    assert widget.labels_choice.value is fresh
