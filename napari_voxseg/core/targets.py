@@ -134,7 +134,8 @@ def check_regression(target, spatial_shape: Sequence[int], mask=None, *,
                           f"{spatial_shape}; give one value per voxel of the image (Z, Y, X)")
     if array.size == 0:
         raise VoxSegError(f"{name} is empty (shape {array.shape}); give one value per voxel")
-    values = array.astype(np.float32)  # a copy: the caller's array is never changed
+    with np.errstate(over="ignore"):  # too large for float32: inf, refused just below
+        values = array.astype(np.float32)  # a copy: the caller's array is never changed
     if mask is None:
         bad = ~np.isfinite(values)
         if bad.any():
