@@ -258,10 +258,8 @@ def iter_predict_blocks(
         for name, tmp in temporary.items():
             shape, chunks, dtype = layouts[name]
             stores[name] = create_image(tmp, shape, dtype, chunks=chunks,
-                                        voxel_size=voxel_size, attrs={
-                                            ZARR_MARK: name, "task": task,
-                                            "voxel_size": None if voxel_size is None
-                                            else [float(v) for v in voxel_size]})
+                                        voxel_size=voxel_size,
+                                        attrs={ZARR_MARK: name, "task": task})
         job = BlockJob(config=config, state={n: t.detach().cpu().numpy() for n, t in
                                              model.state_dict().items()},
                        bounds=bounds, pad_value=pad_value, overlap=overlap,

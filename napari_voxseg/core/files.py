@@ -345,8 +345,7 @@ def _write_zarr(path: Path, array: np.ndarray, voxel_size, time: bool = False) -
     tmp = temporary_folder_beside(path)
     try:
         store = create_image(tmp, array.shape, array.dtype, voxel_size=voxel_size, time=time,
-                             attrs={ZARR_MARK: "volume", "voxel_size": None if voxel_size is None
-                                    else [float(v) for v in voxel_size]})
+                             attrs={ZARR_MARK: "volume"})
         store[...] = array
         replace_folder(tmp, path)
     except BaseException:

@@ -107,9 +107,7 @@ def _write_zarr_objects(labels, path: Path, classes, *, voxel_size, num_classes,
     tmp = temporary_folder_beside(path)
     try:
         store = create_image(tmp, shape, "uint32", chunks=(*(1,) * (len(shape) - 3), *block),
-                             voxel_size=voxel_size,
-                             attrs={ZARR_MARK: "objects", "voxel_size": None if voxel_size
-                                    is None else [float(v) for v in voxel_size]})
+                             voxel_size=voxel_size, attrs={ZARR_MARK: "objects"})
         count = instance_labels_blocks(source, store, classes, voxel_size=voxel_size,
                                        num_classes=num_classes, block_shape=block)
         replace_folder(tmp, path)

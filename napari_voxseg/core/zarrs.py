@@ -87,7 +87,8 @@ def create_image(path, shape, dtype, *, chunks=None, voxel_size=None, time: bool
                  attrs: dict | None = None):
     """A new OME-Zarr image (NGFF 0.5) at ``path``: a zarr group holding one level ``0`` of
     ``shape`` (zeros) with the multiscales metadata (axes and their types, the voxel size as
-    the scale) and ``attrs`` beside it; the level's array, to be written."""
+    the scale, also kept as the ``voxel_size`` attribute) and ``attrs`` beside it; the
+    level's array, to be written."""
     import zarr
 
     axes = image_axes(len(shape), time=time)
@@ -102,8 +103,9 @@ def create_image(path, shape, dtype, *, chunks=None, voxel_size=None, time: bool
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": scale}]}],
     }
-    group.attrs.update({**(attrs or {}), "ome": {"version": NGFF_VERSION,
-                                                 "multiscales": [multiscale]}})
+    voxel = None if voxel_size is None else [float(v) for v in voxel_size]
+    group.attrs.update({**(attrs or {}), "voxel_size": voxel,
+                        "ome": {"version": NGFF_VERSION, "multiscales": [multiscale]}})
     return array
 
 
