@@ -9,6 +9,9 @@ SAMPLE_NAME = "voxseg sample"
 # In the metadata of the sample's ground-truth layers: never offered as the strokes to train on
 # by default (the widget compares with them instead).
 GROUND_TRUTH_KEY = "voxseg_ground_truth"
+# In the metadata of an annotation layer: the names of its classes 1, 2, ... (the widget's
+# class list shows and edits them; training stores them in the model).
+CLASS_NAMES_KEY = "voxseg_class_names"
 
 
 def _image(sample):
@@ -24,7 +27,8 @@ def make_sample_data():
         (sample.ground_truth, {"name": f"{SAMPLE_NAME} ground truth", "scale": scale,
                                "visible": False, "metadata": {GROUND_TRUTH_KEY: True}},
          "labels"),
-        (sample.strokes, {"name": f"{SAMPLE_NAME} strokes", "scale": scale}, "labels"),
+        (sample.strokes, {"name": f"{SAMPLE_NAME} strokes", "scale": scale,
+                          "metadata": {CLASS_NAMES_KEY: list(sample.class_names)}}, "labels"),
     ]
 
 

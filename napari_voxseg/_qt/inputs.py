@@ -181,6 +181,8 @@ def training_inputs(form: Form) -> Inputs:
             if not layers:
                 raise VoxSegError("no annotations layer: press 'New annotations' and paint a "
                                   "few strokes of each class")
+            class_list = getattr(form, "class_list", None)  # the names the user gave
+            names = class_list.names() if class_list is not None else None
         else:
             layers = list(form.multi_labels.value or [])
             if not layers:

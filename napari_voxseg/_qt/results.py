@@ -13,6 +13,7 @@ import napari
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 
+from .._napari.sample import CLASS_NAMES_KEY
 from ..core import dice_per_class
 
 # In the metadata of every result layer: not an image to predict (Predict all open images).
@@ -57,12 +58,29 @@ def class_names(config: dict, count: int | None = None, fallback=None) -> list[s
     classes, or, when their number differs (a preview of a run whose network is not the
     model), ``fallback`` (the run's); 'class N' for any without a name."""
     if count is None:
-        count = config["architecture"]["num_classes"]
+        count = config.get("architecture", {}).get("num_classes", len(fallback or []))
     names = [c.get("name", f"class {i + 1}") for i, c in enumerate(config.get("classes", []))]
     if len(names) != count and fallback is not None:
         names = list(fallback)
     names = names[:count]
     return names + [f"class {i + 1}" for i in range(len(names), count)]
+
+
+def layer_class_names(layer) -> list[str]:
+    """The class names stored on a Labels layer (classes 1, 2, ...), possibly none."""
+    names = (getattr(layer, "metadata", None) or {}).get(CLASS_NAMES_KEY) or []
+    return [str(name) for name in names]
+
+
+def name_classes(layer, names: list[str]) -> None:
+    """Give a multi-class Labels ``layer`` its class names: in its metadata (so that the
+    class list shows them when the layer is corrected and trained on) and as its features
+    (napari's status bar then says the class under the mouse)."""
+    if not names or layer_class_names(layer) == list(names):
+        return
+    layer.metadata = {**layer.metadata, CLASS_NAMES_KEY: list(names)}
+    layer.features = {"index": np.arange(len(names) + 1),
+                      "class": ["none", *map(str, names)]}
 
 
 def mean_dice(prediction, truth_layer, shape, region=None) -> float | None:
@@ -105,7 +123,9 @@ class ResultLayers:
                 layer.colormap = multilabel_colormap(i, True)
                 layers.append(layer)
             return layers
-        return [self.show_prediction(image_layer, prediction.labels, region=region)]
+        layer = self.show_prediction(image_layer, prediction.labels, region=region)
+        name_classes(layer, self.names(None))
+        return [layer]
 
     def show_extras(self, image_layer, probabilities, uncertainty) -> list:
         """Image layers '<image> probability: <class>' and '<image> uncertainty' (in place)."""

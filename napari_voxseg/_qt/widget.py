@@ -3,16 +3,19 @@
 The widget wires together parts with one job each:
 
 - :mod:`.form`: the fields, which follow the task (each also an attribute of the widget);
+- :mod:`.layout`: the sections (Data, Training, Prediction, Model) they fold into;
+- :mod:`.classes`: the class list (colours, names, "+ class");
 - :mod:`.inputs`: reading the form into a checked run (TrainConfig and copies of the layers);
 - :mod:`.session`: the background worker and what it shares with the main thread;
 - :mod:`.report`: what a run shows (progress, status, loss curve, previews, final layers);
 - :mod:`.results`: the layers that show predictions, probabilities and uncertainty;
 - :mod:`.view`: the region in view, which live previews predict;
-- :mod:`.dialogs`: the file dialogs of Save model... and Load model...
+- :mod:`.model_files`: Save model... and Load model... (with :mod:`.dialogs`)
 
-and keeps the model (trained or loaded; saved and loaded here). Layers are read on the main
+and keeps the model (trained or loaded). Layers are read on the main
 thread (copies go to the worker) and changed only in the session's handlers, on the main
-thread. The user's annotation layers are never written to.
+thread. The data of the user's annotation layers is never written to (the class list
+stores class names in their metadata).
 """
 
 from __future__ import annotations
@@ -21,21 +24,20 @@ import contextlib
 import importlib
 import math
 import threading
-from pathlib import Path
 
 import napari
 from magicgui.widgets import Container, Label, PushButton
-from napari.utils.notifications import show_info
 
-from ..core import VoxSegError, load_model, resolve_device, save_model
-from ..core.checkpoint import check_model_folder
+from ..core import VoxSegError
 from ..core.infer import voxel_mismatch
 from ..core.models import describe_network
 from ..core.tasks import task_of
 from . import inputs
-from .dialogs import ask_model_folder, ask_save_folder
+from .classes import ClassList
 from .form import Form
+from .layout import lay_out
 from .live_overlay import LiveOverlay
+from .model_files import ModelFiles
 from .predict_all import PredictAll
 from .report import RunReport
 from .results import ResultLayers, class_names
@@ -57,7 +59,7 @@ def preload_stage1() -> None:
     threading.Thread(target=load, name="voxseg-preload", daemon=True).start()
 
 
-class VoxSegWidget(Container):
+class VoxSegWidget(ModelFiles, Container):
     """Pick an image, paint strokes, train, predict, save and load models.
 
     Its parts: ``form`` (whose fields are also attributes: ``image_choice``, ``task``...),
@@ -66,7 +68,7 @@ class VoxSegWidget(Container):
     the last run, ``last_train_event``) and ``results`` (the result layers)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__(scrollable=False)
+        super().__init__(labels=False)
         self.viewer = napari_viewer
         self._model = None  # the trained or loaded network (torch.nn.Module with .config)
         self._resume = None  # where the last stopped run was: Continue goes on from there
@@ -82,18 +84,19 @@ class VoxSegWidget(Container):
         self._build_controls()
         self.predict_all = PredictAll(self)
         self.training_set = self.form.training_set = TrainingSet(napari_viewer, self.form)
+        self.class_list = self.form.class_list = ClassList(self.form, self._model_class_names)
         self.validation = self.report.validation
-        fields = self.form.fields
-        at = fields.index(self.form.new_labels_button) + 1
-        self.extend([*fields[:at], self.training_set.row, *fields[at:], self.buttons,
-                     self.progress, self.status, self.validation, self.outputs, self.objects,
-                     self.predict_buttons, self.save_button,
-                     self.load_button, self.model_info])
-        self.native.layout().insertWidget(self.index(self.status) + 1, self.curve)
+        self.sections = lay_out(self)
         self._connect()
         self._layers_changed()
         self.form.follow_task()
         preload_stage1()
+
+    def reset_choices(self, *_args) -> None:
+        """Offer the layers there are in every choice of every section (napari calls this
+        when layers are added or removed)."""
+        for section in self.sections.values():
+            section.reset_choices()
 
     def _build_controls(self) -> None:
         self.train_button = PushButton(text="Train", tooltip="Train a new network on the strokes")
@@ -120,6 +123,9 @@ class VoxSegWidget(Container):
         self.predict_buttons.margins = (0, 0, 0, 0)
         self.save_button = PushButton(text="Save model...")
         self.load_button = PushButton(text="Load model...")
+        self.model_buttons = Container(widgets=[self.save_button, self.load_button],
+                                       layout="horizontal", labels=False)
+        self.model_buttons.margins = (0, 0, 0, 0)
         self.model_info = Label(label="Model", value="none")
 
     def _connect(self) -> None:
@@ -156,6 +162,7 @@ class VoxSegWidget(Container):
     def model(self, model) -> None:
         self._model = model
         self._refresh_buttons()
+        self.class_list.refresh()  # unnamed classes take the model's names
 
     @property
     def running(self) -> bool:
@@ -326,10 +333,22 @@ class VoxSegWidget(Container):
         return self.results.show_prediction(image_layer, data, kind=kind, suffix=suffix,
                                             region=region)
 
+    def _model_class_names(self) -> list[str]:
+        """The loaded or trained multi-class model's class names (none for other tasks)."""
+        if self._model is None or task_of(self._model.config) != "multiclass":
+            return []
+        return class_names(self._model.config)
+
     def _class_names(self, count: int | None = None) -> list[str]:
         """Names for ``count`` outputs (default: the model's), or the running job's."""
         job = self.session.job
         config = self._model.config if self._model is not None else {}
+        # A training run's names are the class list's as it started (the model's may be older).
+        training = list(job.class_names or []) if job is not None and job.kind == "train" else []
+        if count is None:
+            count = config["architecture"]["num_classes"] if config else len(training)
+        if len(training) >= count:
+            return training[:count]
         return class_names(config, count, None if job is None else (job.class_names or []))
 
     def _protected(self, layer) -> bool:
@@ -337,51 +356,3 @@ class VoxSegWidget(Container):
         job = self.session.job
         chosen = self.form.chosen_layers() + (job.layers if job is not None else [])
         return any(layer is other for other in chosen)
-
-    # ---- models ---------------------------------------------------------------------------
-    def save_model(self, path, overwrite: bool = False) -> Path | None:
-        """Save the model to the folder ``path``: a new name or an empty folder, or (with
-        ``overwrite``) a model folder voxseg wrote; never a folder that holds anything else
-        or a file a layer was opened from. A refusal is a notification."""
-        try:
-            if self._model is None:
-                raise VoxSegError("no model to save: train one first")
-            sources = [layer.source.path for layer in self.viewer.layers]
-            check_model_folder(path, inputs=sources, overwrite=overwrite)
-            saved = save_model(self._model, path, overwrite=overwrite)
-        except VoxSegError as exc:
-            self._notify_error(str(exc))
-            return None
-        except OSError as exc:
-            self._notify_error(f"could not save the model to {path}: {exc.strerror or exc}; "
-                               "choose a folder you can write to")
-            return None
-        show_info(f"model saved to {saved}")
-        return saved
-
-    def load_model(self, path):
-        """Load a model folder; the form follows its task, classes and loss."""
-        try:
-            model = load_model(path, device=resolve_device(self.device.value))
-        except VoxSegError as exc:
-            self._notify_error(str(exc))
-            return None
-        self._resume = None  # Continue goes on with a run of this session, not a file's
-        self.model = model
-        names = ", ".join(c.get("name", "?") for c in model.config["classes"])
-        task = task_of(model.config)
-        self.model_info.value = f"{Path(path).name} ({task}): {names}; " \
-            f"{describe_network(model.config)}"
-        self.form.follow_model(model.config)
-        show_info(f"model loaded from {path}")
-        return model
-
-    def _save_clicked(self) -> None:
-        answer = ask_save_folder(self.native)
-        if answer is not None:
-            self.save_model(*answer)
-
-    def _load_clicked(self) -> None:
-        path = ask_model_folder(self.native)
-        if path:
-            self.load_model(path)
