@@ -28,6 +28,9 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     from .core.tasks import DEFAULT_LOSS, TASKS
     from .core.train import FINE_TUNE_LR_FACTOR, NETWORKS
 
+    READS = ", ".join(READ_SUFFIXES + (".zarr",))  # every format the readers take  # noqa: N806
+    WRITES = ", ".join(WRITE_SUFFIXES)  # noqa: N806
+
     # The console script says 'voxseg' in its usage, python -m its own command.
     script = Path(sys.argv[0]).name.startswith("voxseg")
     parser = _Parser(prog="voxseg" if script else "python -m napari_voxseg",
@@ -45,18 +48,18 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     names = sorted({n for t in TASKS for n in losses_for(t)})
     p = sub.add_parser("train", parents=[chatter],
                        help="train a network on an image and its strokes")
-    p.add_argument("image", nargs="?", help=f"volume ({', '.join(READ_SUFFIXES)})")
+    p.add_argument("image", nargs="?", help=f"volume ({READS})")
     p.add_argument("labels", nargs="*",
                    help="multiclass: strokes, 0 = not annotated, 1..K = classes; multilabel: one "
                         "file per class (or one (K,Z,Y,X) file), 0 = not annotated, 1 = absent, "
-                        "2 = present; regression: the float target")
+                        f"2 = present; regression: the float target ({READS})")
     p.add_argument("--pair", nargs=2, action="append", metavar=("IMAGE", "LABELS"),
                    help="train on several volumes: an image and its strokes, repeated; each "
                         "pair may have its own shape and voxel size (resampled to the first "
                         "pair's), all the same channels")
     p.add_argument("--dataset", default=None, metavar="DIR",
                    help="train on every DIR/images/NAME with its strokes DIR/labels/NAME "
-                        "(the same names, any format the readers take)")
+                        f"(the same names; {READS})")
     p.add_argument("--out", required=True,
                    help="model folder to write: a new name or an empty folder (an earlier "
                         "voxseg model only with --overwrite; any other folder is refused)")
@@ -82,9 +85,10 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                    help="boundary_ce: fall-off of the extra weight, in voxels")
     p.add_argument("--boundary-from", default=None, metavar="LABELS",
                    help="boundary_ce: find boundaries in these labels (e.g. a prediction) "
-                        "instead of the strokes")
+                        f"instead of the strokes ({READS})")
     p.add_argument("--mask", default=None,
-                   help="regression: where the target is known (nonzero); default everywhere")
+                   help=f"regression: where the target is known (nonzero; {READS}); default "
+                        "everywhere")
     p.add_argument("--classes", type=int, default=None,
                    help="class count K (default: the largest class painted)")
     p.add_argument("--class-names", default=None,
@@ -126,27 +130,29 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                             "(--out-dir DIR)")
     p.add_argument("model", help="model folder")
     p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help=f"volumes ({', '.join(READ_SUFFIXES + ('.zarr',))})")
+                   help=f"volumes ({READS})")
     p.add_argument("--dataset", default=None, metavar="DIR",
                    help="predict every volume in DIR/images (or in DIR when it has no "
                         "images/ folder)")
-    p.add_argument("--out", default=None, help="labels file to write (1..K), for one image")
+    p.add_argument("--out", default=None,
+                   help=f"labels file to write (1..K), for one image ({WRITES})")
     p.add_argument("--out-dir", default=None, metavar="DIR",
                    help="folder for the predictions of several images, named as the images; "
                         "images whose prediction is there already are skipped (see "
                         "--overwrite), and a file that fails is reported, the rest go on "
                         "(exit 1)")
     p.add_argument("--out-format", default=None, metavar="SUFFIX",
-                   help=f"with --out-dir: {', '.join(WRITE_SUFFIXES)} (default: each image's "
+                   help=f"with --out-dir: {WRITES} (default: each image's "
                         "own)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing output files (never an input; a .zarr folder only "
                         "if voxseg wrote it); with --out-dir, predict images again whose "
                         "prediction exists")
-    p.add_argument("--probabilities", default=None, help="also write (K, Z, Y, X) probabilities")
+    p.add_argument("--probabilities", default=None,
+                   help=f"also write (K, Z, Y, X) probabilities to this file ({WRITES})")
     p.add_argument("--uncertainty", default=None,
                    help="also write (Z, Y, X) uncertainty: the entropy of the probabilities, "
-                        "0 (sure) to 1")
+                        f"0 (sure) to 1 ({WRITES})")
     p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
                    help="how much neighbouring tiles overlap, 0 to <1 (default "
                         f"{DEFAULT_OVERLAP:g})")
@@ -180,10 +186,11 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", parents=[chatter],
                        help="Dice and IoU per class against a ground truth (for regression: "
                             "mean absolute and RMS error)")
-    p.add_argument("prediction")
-    p.add_argument("ground_truth")
+    p.add_argument("prediction", help=f"labels (or, for regression, values): {READS}")
+    p.add_argument("ground_truth", help=f"the same kind of volume: {READS}")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--mask", default=None, help="regression: compare only where nonzero")
+    p.add_argument("--mask", default=None,
+                   help=f"regression: compare only where nonzero ({READS})")
     p.set_defaults(func=commands["evaluate"])
 
     p = sub.add_parser("demo", parents=[chatter],

@@ -199,3 +199,13 @@ def test_the_console_script_says_its_name_and_version():
     proc = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert proc.stdout.startswith("usage: voxseg ")
     assert run("--version").stdout.startswith("python -m napari_voxseg ")
+
+
+def test_help_names_every_format_the_readers_take():
+    from napari_voxseg.core.paths import READ_SUFFIXES, WRITE_SUFFIXES
+
+    for command, formats in (("train", READ_SUFFIXES), ("predict", WRITE_SUFFIXES),
+                             ("evaluate", READ_SUFFIXES)):
+        text = " ".join(run(command, "--help").stdout.split())  # argparse wraps lines
+        for suffix in (*formats, ".zarr"):
+            assert suffix in text, (command, suffix)
