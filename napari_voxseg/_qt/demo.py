@@ -23,6 +23,15 @@ def wait_for(widget, timeout: float = 1800.0) -> None:
     QApplication.processEvents()
 
 
+def settle(turns: int = 10) -> None:
+    """Let Qt handle what is pending (layouts, timers) for a few turns of its loop."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(turns):
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
 def open_demo(viewer):
     """Add the sample layers and dock the widget; return the widget."""
     from .widget import VoxSegWidget
@@ -81,13 +90,15 @@ def run_demo(headless: bool, out_dir: Path, iterations: int | None = None) -> in
     truth = viewer.layers["voxseg sample ground truth"].data
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    viewer.layers["voxseg sample strokes"].visible = False
+    viewer.layers.selection.active = prediction
+    settle()  # the dock lays out its last texts
+    # before saving: its notification would cover the canvas
+    shot = viewer.screenshot(path=str(out_dir / "screenshot.png"), canvas_only=False)
     # the folder holds only an earlier demo's outputs (checked above): replace them
     write_volume(out_dir / "prediction.tif", prediction.data, tuple(image.scale),
                  overwrite=True)
     widget.save_model(out_dir / "model", overwrite=True)
-    viewer.layers["voxseg sample strokes"].visible = False
-    viewer.layers.selection.active = prediction
-    shot = viewer.screenshot(path=str(out_dir / "screenshot.png"), canvas_only=False)
     dice = {str(k): round(v, 4) for k, v in dice_per_class(prediction.data, truth).items()}
     report = {"train_and_predict_seconds": round(seconds, 1), "dice": dice,
               "outputs": [str(out_dir / n) for n in ("prediction.tif", "model", "screenshot.png")]}

@@ -6,7 +6,7 @@ than a narrow dock has (long choices are cut in the closed box and shown whole w
 from __future__ import annotations
 
 from magicgui.widgets import ComboBox, Container, Label
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -29,6 +29,14 @@ def compact(widgets) -> None:
             widget.native.setWordWrap(True)
             widget.native.setSizePolicy(QSizePolicy.Policy.Expanding,
                                         QSizePolicy.Policy.Preferred)
+
+
+def _all(container):
+    """Every magicgui widget in ``container``, at any depth."""
+    for widget in container:
+        yield widget
+        if isinstance(widget, Container):
+            yield from _all(widget)
 
 
 class Section:
@@ -94,6 +102,12 @@ class FittingScroll(QScrollArea):
         super().resizeEvent(event)
         self._fit()
 
+    def follow(self, labels) -> None:
+        """Fit again whenever one of these (wrapped) magicgui labels gets a new text: its
+        height for the width shown changes without a layout request reaching the content."""
+        for label in labels:
+            label.changed.connect(lambda *_: QTimer.singleShot(0, self._fit))
+
     def _fit(self) -> None:
         layout = self.widget().layout()
         if layout is not None and layout.hasHeightForWidth():
@@ -137,6 +151,9 @@ def lay_out(widget) -> dict[str, Section]:
     # napari docks ``widget.native``: the scroll area goes inside it (a magicgui scrollable
     # container's scroll area would be left out of the dock).
     scroll = FittingScroll(content)
+    scroll.follow([field for field in (*_all(run), *(w for section in sections.values()
+                                                    for w in _all(section.form)))
+                   if isinstance(field, Label)])
     widget.native.layout().addWidget(scroll)
     widget.margins = (0, 0, 0, 0)
     return sections

@@ -44,7 +44,9 @@ def lazy_prediction(model, data):
         if t in kept:
             kept.move_to_end(t)
             return kept[t]
-        out = predict(model, np.asarray(block[0], dtype=np.float32))[None].astype(dtype)
+        labels = predict(model, np.asarray(block[0], dtype=np.float32))
+        assert labels is not None  # None only when a should_stop (none here) cancels
+        out = labels[None].astype(dtype)
         if t is not None:
             kept[t] = out
             while len(kept) > KEPT_FRAMES:

@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from .infer import (
     stage1_reader,
     volume_bounds,
 )
-from .models import divisors
+from .models import attach, divisors, model_config
 from .outputs import ZARR, ZARR_MARK, check_outputs
 from .tasks import check_extra_outputs, task_of
 from .zarrs import create_image, image_array, open_zarr, open_zarr_levels  # noqa: F401
@@ -92,7 +93,7 @@ def default_block(shape: Sequence[int], patch: Sequence[int],
     """A block of about ``voxels`` voxels, a whole number of tiles a side, no larger than the
     volume; square in Y, X."""
     side = max(1, int(round((voxels / math.prod(patch)) ** (1 / 3))))
-    return tuple(int(min(n, side * p)) for n, p in zip(shape, patch))
+    return cast(tuple[int, int, int], tuple(int(min(n, side * p)) for n, p in zip(shape, patch)))
 
 
 @dataclass
@@ -122,7 +123,7 @@ class BlockJob:
             model = build_model(self.config["architecture"])
             model.load_state_dict({k: torch.from_numpy(np.asarray(v))
                                    for k, v in self.state.items()})
-            model.config = self.config
+            attach(model, config=self.config)
             if self.stage1_state is not None:
                 from .stage1_multilabel import load_stage1
 
@@ -220,7 +221,7 @@ def iter_predict_blocks(
     replaced only with ``overwrite`` and only if voxseg wrote it; no output may be the source
     (see :mod:`.outputs`)."""
 
-    config = model.config
+    config = model_config(model)
     arch = config["architecture"]
     task = task_of(config)
     check_extra_outputs(task, probabilities, uncertainty)

@@ -28,7 +28,7 @@ from .folders import (
     sweep_leftovers,
     temporary_folder_beside,
 )
-from .models import build_model
+from .models import attach, build_model
 from .outputs import MODEL, check_output
 
 
@@ -67,8 +67,9 @@ def save_model(model: torch.nn.Module, path, *, overwrite: bool = False) -> Path
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         files = [WEIGHTS]
-        if getattr(model, "stage1", None) is not None:
-            save_file(model.stage1.state_dict(), str(tmp / STAGE1_WEIGHTS),
+        stage1 = getattr(model, "stage1", None)
+        if stage1 is not None:
+            save_file(stage1.state_dict(), str(tmp / STAGE1_WEIGHTS),
                       metadata={"format": FORMAT})
             files.append(STAGE1_WEIGHTS)
         with open(tmp / CONFIG, "w", encoding="utf-8") as f:
@@ -136,9 +137,9 @@ def load_model(path, device: str | torch.device = "cpu") -> torch.nn.Module:
             raise VoxSegError(f"{path / WEIGHTS}: weight {key} holds NaN or inf; the model is "
                               "damaged, train it again")
     model.load_state_dict(state)
-    model.config = config
+    attach(model, config=config)
     if config.get("stage1") is not None:
-        model.stage1 = _load_stage1(path, config["stage1"])
+        attach(model, stage1=_load_stage1(path, config["stage1"]))
     return model.to(resolve_device(device)).eval()
 
 

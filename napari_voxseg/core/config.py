@@ -9,6 +9,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from .data import DEFAULT_PERCENTILES
 from .device import PRECISIONS
@@ -103,13 +104,14 @@ class TrainConfig:
             raise VoxSegError(f"depth = {cfg.depth!r}; give a whole number from 1 to 6")
         if cfg.patch_size is not None:
             try:
-                cfg.patch_size = tuple(int(p) for p in cfg.patch_size)
+                patch = tuple(int(p) for p in cfg.patch_size)
             except (TypeError, ValueError):
                 raise VoxSegError(f"patch size {cfg.patch_size!r} must be three whole numbers "
                                   "(Z, Y, X)") from None
-            if len(cfg.patch_size) != 3 or min(cfg.patch_size) < 1:
-                raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X) "
+            if len(patch) != 3 or min(patch) < 1:
+                raise VoxSegError(f"patch size {patch} must be three sizes (Z, Y, X) "
                                   "of at least 1")
+            cfg.patch_size = patch
             if math.prod(cfg.patch_size) * (cfg.batch_size or 1) > 256**3:
                 raise VoxSegError(f"patch size {cfg.patch_size} x batch {cfg.batch_size or 1} "
                                   "is too large to train; use patches of at most 128 voxels "
@@ -151,8 +153,9 @@ def plan_config(config: TrainConfig, spatial_shape: Sequence[int],
         planned = PATCH_2D if network == "2d" else patch_3d or _anisotropic_patch(
             voxel_size, layout["strides"], cfg.depth)
         # No bigger than the volume (rounded up to what the network needs).
-        cfg.patch_size = tuple(max(d, min(p, -(-s // d) * d))
-                               for p, s, d in zip(planned, shape, divisor))
+        cfg.patch_size = cast(tuple[int, int, int],
+                              tuple(max(d, min(p, -(-s // d) * d))
+                                    for p, s, d in zip(planned, shape, divisor)))
     elif any(p < d or p % d for p, d in zip(cfg.patch_size, divisor)):
         what = "the 2D network" if network == "2d" else f"a network of depth {cfg.depth}"
         raise VoxSegError(f"patch size {cfg.patch_size} must be three sizes (Z, Y, X), "
@@ -168,12 +171,13 @@ def _anisotropic_patch(voxel_size, strides, depth: int) -> tuple[int, int, int]:
     that it covers a less lopsided piece of space, with about as many voxels."""
     divisor = divisors({"name": "unet3d", "strides": strides, "depth": depth})
     if voxel_size is None or strides is None:
-        return tuple(max(d, p // d * d) for p, d in zip(PATCH_3D, divisor))
+        return cast(tuple[int, int, int],
+                    tuple(max(d, p // d * d) for p, d in zip(PATCH_3D, divisor)))
     finest = min(voxel_size)
     shape = [p * finest / v for p, v in zip(PATCH_3D, voxel_size)]
     grow = (math.prod(PATCH_3D) / math.prod(shape)) ** (1 / 3)
-    return tuple(max(d, min(128, int(round(s * grow / d)) * d))
-                 for s, d in zip(shape, divisor))
+    return cast(tuple[int, int, int], tuple(max(d, min(128, int(round(s * grow / d)) * d))
+                                            for s, d in zip(shape, divisor)))
 
 
 def adopt_model(config: TrainConfig, model) -> TrainConfig:

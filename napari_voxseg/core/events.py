@@ -4,11 +4,16 @@ stopped run exactly."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .infer import PredictResult
 
 
 @dataclass
@@ -36,7 +41,7 @@ class PreviewEvent:
     step: int
     total: int
     region: tuple[slice, slice, slice]
-    result: object
+    result: PredictResult
     annotated: int
     elapsed: float
     seconds: float  # how long the preview took
@@ -66,7 +71,7 @@ class ResumeState:
     step: int  # steps of config.iterations done
     model_state: dict  # the weights after the last step (the result's model holds the best)
     optimizer_state: dict
-    sampler_state: dict
+    sampler_state: Mapping[str, Any]  # the sampler's bit generator's state
     smoothed: float | None
     best_state: dict | None
     best_loss: float

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -53,7 +54,8 @@ def relative_spacing(voxel_size: Sequence[float] | None) -> tuple[float, float, 
     if len(size) != 3 or min(size) <= 0 or not all(math.isfinite(v) for v in size):
         raise ValueError(f"voxel_size must be three positive numbers (Z, Y, X), got {voxel_size}")
     least = min(size)
-    return tuple(v / least for v in size)
+    z, y, x = size
+    return (z / least, y / least, x / least)
 
 
 def axis_sigmas(scale: float, voxel_size: Sequence[float] | None = None) -> tuple[float, ...]:
@@ -87,8 +89,9 @@ def correlation_kernel(sigma: float, order: int) -> np.ndarray:
 def halo(scales: Sequence[float] = DEFAULT_SCALES,
          voxel_size: Sequence[float] | None = None) -> tuple[int, int, int]:
     """Voxels of context each side (Z, Y, X) that the features of a block need."""
-    return tuple(max(kernel_radius(s) for s in sigmas)
-                 for sigmas in zip(*(axis_sigmas(scale, voxel_size) for scale in scales)))
+    return cast(tuple[int, int, int],
+                tuple(max(kernel_radius(s) for s in sigmas)
+                      for sigmas in zip(*(axis_sigmas(scale, voxel_size) for scale in scales))))
 
 
 def feature_names(channels: int = 1, scales: Sequence[float] = DEFAULT_SCALES) -> list[str]:
@@ -250,19 +253,19 @@ def feature_block(image, start: Sequence[int], stop: Sequence[int], *,
     out = torch.empty((channels * per_channel, *shape), dtype=dtype, device=device)
     inner = tuple(slice(p, p + n) for p, n in zip(pad, shape))
     out[0::per_channel] = padded[(slice(None), *inner)].to(dtype)
-    previous = None
+    previous: torch.Tensor | None = None
     for i, scale in enumerate(scales):
         # Per unit of the finest axis, scale-normalized: times (scale / spacing) ** order.
         d = _derivatives(padded, axis_sigmas(scale, voxel_size), pad,
                          ((0, 0, 0), *_FIRST, *_SECOND), [scale / s for s in spacing])
-        grad = torch.sqrt(sum(d[o] ** 2 for o in _FIRST))
+        grad = torch.sqrt(cast(torch.Tensor, sum(d[o] ** 2 for o in _FIRST)))  # not 0: 3 terms
         log = d[2, 0, 0] + d[0, 2, 0] + d[0, 0, 2]
         eig = torch.stack([hessian_eigenvalues([d[o][c] for o in _SECOND])
                            for c in range(channels)], 1)
         base = 1 + 6 * i
         for j, value in enumerate((d[0, 0, 0], grad, log, *eig)):
             out[base + j::per_channel] = value.to(dtype)
-        if i:
+        if previous is not None:  # from the second scale on
             out[6 * len(scales) + i::per_channel] = (previous - d[0, 0, 0]).to(dtype)
         previous = d[0, 0, 0]
     return out
@@ -314,7 +317,8 @@ def iter_feature_blocks(image, block: Sequence[int] = (64, 128, 128), *,
             for x in range(0, shape[2], block[2]):
                 start = (z, y, x)
                 stop = tuple(min(a + b, n) for a, b, n in zip(start, block, shape))
-                region = tuple(slice(a, b) for a, b in zip(start, stop))
+                region = cast(tuple[slice, slice, slice],
+                              tuple(slice(a, b) for a, b in zip(start, stop)))
                 yield region, feature_block(image, start, stop, voxel_size=voxel_size,
                                             scales=scales, bounds=bounds, device=device,
                                             dtype=dtype)

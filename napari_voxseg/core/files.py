@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -216,7 +217,7 @@ def read_volume_info(path, *, time: bool = False) -> tuple[np.ndarray, dict]:
                         return _ome_tiff(tif, path, time)
                     array = tif.asarray()
                     voxel = _tiff_voxel_size(tif)
-                    axes = {}
+                    axes: dict[str, Any] = {}
                     if tif.is_imagej:
                         array, axes = _imagej_axes(array, tif, path, time)
             finally:
@@ -326,7 +327,8 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None, like=
             with open(tmp, "wb") as f:
                 np.save(f, array)
         else:
-            extra = {} if voxel_size is None else {"voxel_size": np.asarray(voxel_size, float)}
+            extra: dict[str, Any] = ({} if voxel_size is None else
+                                     {"voxel_size": np.asarray(voxel_size, float)})
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, data=array, **extra)
         with open(tmp, "rb") as f:

@@ -9,6 +9,7 @@ import math
 import platform
 import time
 from dataclasses import asdict
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from .config import TrainConfig
 from .events import ResumeState, TrainResult
 from .judge import network_chosen
 from .losses import LOSSES, short_name
+from .models import UNet3D, attach
 from .run import Run
 from .two_stage import final_stage, stage_device
 
@@ -31,7 +33,8 @@ def _versions() -> dict:
 
 def _loss_record(cfg: TrainConfig) -> dict:
     """The loss and the settings it used, for config.json."""
-    record = {"name": short_name(cfg.loss)}
+    assert cfg.loss is not None  # checked() resolves it
+    record: dict[str, Any] = {"name": short_name(cfg.loss)}
     if LOSSES[cfg.loss].gamma:
         record["focal_gamma"] = cfg.focal_gamma
     if LOSSES[cfg.loss].factory.uses_voxel_weights:
@@ -53,7 +56,11 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         "device": str(run.device),
         "world_size": distributed.world()[1],
     }
+    assert cfg.patch_size is not None  # planned
+    stage1 = None
     if run.stage is not None:
+        assert run.stage.final is not None  # finish_run fits it first (final_stage)
+        stage1 = run.stage.final.metadata()
         chosen = network_chosen(run)
         training["validation"] = {
             "held_out_voxels": 0 if run.stage.held_out is None else
@@ -70,7 +77,7 @@ def _card(run: Run, steps_done: int) -> ModelCard:
         patch_size=list(cfg.patch_size),
         voxel_size=None if run.voxel_size is None else [float(v) for v in run.voxel_size],
         training=training, versions=_versions(),
-        stage1=None if run.stage is None else run.stage.final.metadata())
+        stage1=stage1)
 
 
 def _snapshot(run: Run, steps_done: int) -> ResumeState:
@@ -93,9 +100,11 @@ def finish_run(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainR
         final_stage(run.stage, run.image, run.target.data, run.target.num_outputs,
                     run.voxel_size, seed=run.cfg.seed, device=stage_device(run.device))
     if run.stage is not None and not network_chosen(run):
+        head = cast(UNet3D, run.model).head  # a U-Net (build_model's; UNet2D is one too)
+        assert head.bias is not None  # made with one
         with torch.no_grad():
-            run.model.head.weight.zero_()
-            run.model.head.bias.zero_()
+            head.weight.zero_()
+            head.bias.zero_()
         run.best_step, run.best_loss = 0, run.smoothed if run.smoothed is not None else \
             math.nan
     elif run.best_state is not None:
@@ -104,9 +113,9 @@ def finish_run(run: Run, steps_done: int, stopped: bool, warning: str) -> TrainR
         run.best_loss = run.smoothed if run.smoothed is not None else math.nan
         run.best_step = steps_done
     run.model.eval()
-    run.model.config = _card(run, steps_done).to_dict()
+    attach(run.model, config=_card(run, steps_done).to_dict())
     if run.stage is not None:
-        run.model.stage1 = run.stage.final
+        attach(run.model, stage1=run.stage.final)
     return TrainResult(model=run.model, history=run.history, stopped=stopped, steps=steps_done,
                        best_step=run.best_step, best_loss=run.best_loss,
                        elapsed=time.perf_counter() - run.start, skipped_steps=run.skipped,

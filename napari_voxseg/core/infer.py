@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from .card import image_channels
 from .data import check_image, normalize, normalize_with, percentiles
 from .device import inference_dtype, resolve_device
 from .errors import VoxSegError
-from .models import divisors
+from .models import divisors, model_config
 from .resample import resample_factors, resize, voxel_mismatch  # noqa: F401
 from .tasks import check_extra_outputs
 from .tiles import TileGrid, concrete, gaussian_importance, tile_starts  # noqa: F401
@@ -30,8 +31,12 @@ from .tiles import TileGrid, concrete, gaussian_importance, tile_starts  # noqa:
 # (0.995 / 0.925 / 0.949 against 0.994 / 0.929 / 0.927; benchmarks/predict_speed.py).
 DEFAULT_OVERLAP = 0.25
 
+_Event = TypeVar("_Event")
+_Result = TypeVar("_Result")
 
-def run_to_end(generator: Generator, on_event: Callable | None = None):
+
+def run_to_end(generator: Generator[_Event, Any, _Result],
+               on_event: Callable[[_Event], object] | None = None) -> _Result:
     """Exhaust a generator and return its return value; ``on_event(event)`` for each event
     it yields (e.g. to draw progress)."""
     while True:
@@ -107,7 +112,7 @@ def iter_predict(
     model's voxel size, predicted there, and the probabilities (or values) resampled back, so
     the results have the image's shape. Not with ``region``.
     """
-    config = model.config
+    config = model_config(model)
     arch = config["architecture"]
     image = check_image(image, channels=image_channels(config))
     norm = config["normalization"]
@@ -140,6 +145,7 @@ def iter_predict(
     if factors is None or result.cancelled:
         return result
     if task == "regression":
+        assert result.values is not None  # a regression result, not cancelled
         values = resize(torch.from_numpy(result.values[None]), shape)[0]
         return PredictResult(labels=None, values=values.numpy(), task=task)
     probs = resize(torch.from_numpy(result.probabilities), shape)
@@ -203,6 +209,9 @@ def iter_blend(
 
         def read(slices):
             return volume[(slice(None), *slices)]
+    elif spatial_shape is None:
+        raise VoxSegError("iter_blend reads a volume through read() only with its "
+                          "spatial_shape; give both")
     grid = TileGrid.of(spatial_shape, patch_size, divisor, overlap)
     region = concrete(region, spatial_shape)
     corners = grid.tiles_meeting(region)
@@ -293,7 +302,7 @@ def _blend(model, source, box, corners, patch, region, task, device, amp, acc_dt
                 torch.cuda.empty_cache()
                 batch_size = max(1, batch_size // 2)
                 continue
-            if scores is None:
+            if scores is None or weights is None:  # both or neither
                 scores, weights = _accumulators(logits.shape[1], region_shape, acc_dtype,
                                                 device)
                 if scores.device != window.device:
@@ -328,6 +337,7 @@ def _finish(scores, weights, task, target_scale, probabilities, uncertainty) -> 
     probs = scores / weights if probabilities or uncertainty else None
     entropy = None
     if uncertainty:
+        assert probs is not None  # computed for it
         eps = 1e-7
         p = probs.clamp(eps, 1 - eps)
         if task == "multilabel":
@@ -335,7 +345,8 @@ def _finish(scores, weights, task, target_scale, probabilities, uncertainty) -> 
         else:
             h = -(p * p.log()).sum(dim=0) / math.log(max(2, p.shape[0]))
         entropy = h.clamp(0, 1).cpu().numpy().astype(np.float32)
-    probs_out = probs.cpu().numpy().astype(np.float32) if probabilities else None
+    probs_out = (probs.cpu().numpy().astype(np.float32) if probabilities and probs is not None
+                 else None)
     return PredictResult(labels=labels, probabilities=probs_out, task=task,
                          uncertainty=entropy)
 
@@ -378,7 +389,8 @@ def _activate(outputs: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(outputs, dim=1)
 
 
-def predict(model: torch.nn.Module, image, **kwargs) -> np.ndarray:
+def predict(model: torch.nn.Module, image, **kwargs) -> np.ndarray | None:
     """Labels 1..K for a ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image (see :func:`iter_predict`);
-    per-class labels (K, Z, Y, X) for a multi-label model; float values for regression."""
+    per-class labels (K, Z, Y, X) for a multi-label model; float values for regression. None
+    when stopped by a ``should_stop`` among ``kwargs``."""
     return run_to_end(iter_predict(model, image, **kwargs)).output

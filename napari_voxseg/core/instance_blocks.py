@@ -105,7 +105,8 @@ def _check_block(block_shape, halo) -> tuple[int, int, int]:
                           "(Z, Y, X), e.g. (64, 128, 128)")
     if not isinstance(halo, (int, np.integer)) or halo < 0:
         raise VoxSegError(f"halo {halo!r} must be a whole number of voxels >= 0, e.g. 16")
-    return tuple(int(b) for b in block)
+    z, y, x = block
+    return (int(z), int(y), int(x))
 
 
 def _check_out(out, labels, shape) -> None:

@@ -96,7 +96,7 @@ def settings(voxel_size=None, split_touching=True, connectivity=1, h=None, h_rel
 
 
 def _positive(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0
+    return isinstance(value, (int, float, np.number)) and math.isfinite(value) and bool(value > 0)
 
 
 def _whole(value) -> bool:

@@ -32,6 +32,7 @@ def judge(run, steps_done: int) -> ValidationEvent:
         part = held[(Ellipsis, *box)]  # multi-label: every class's (K, *box)
         # Flattened, so boxes of any shape join (truth: (N,), multi-label (K, N)).
         truth.append(part.reshape(*part.shape[:-3], -1))
+        assert result.probabilities is not None  # asked for, and nothing cancels the blend
         probs.append(result.probabilities.reshape(result.probabilities.shape[0], -1))
     run.model.train()
     network = score_probabilities(np.concatenate(probs, -1), np.concatenate(truth, -1))

@@ -98,7 +98,7 @@ def count_values(array, should_stop=None) -> Counter | None:
     if array.ndim == 0:
         return _count(array)
     per = max(1, _CHUNK // max(1, array[0].size))
-    counts = Counter()
+    counts: Counter[int] = Counter()
     for start in range(0, array.shape[0], per):
         if should_stop is not None and should_stop():
             return None
@@ -172,20 +172,21 @@ class StrokeMirror:
         with self._lock:
             resync, changes = self._resync, self._pending
             self._resync, self._pending = False, []
-        before = self._copy
-        if resync or before is None:
-            self._copy = np.array(self._source(), copy=True)
+        before = current = self._copy
+        if resync or current is None:
+            current = self._copy = np.array(self._source(), copy=True)
         for change in changes:
-            change.apply(self._copy)
+            change.apply(current)
         if before is not None and not changes and (
-                not resync or np.array_equal(before, self._copy)):
+                not resync or np.array_equal(before, current)):
             return None  # nothing new (a copy asked for after the view moved, say)
-        return self._copy.copy()
+        return current.copy()
 
     def current(self) -> np.ndarray:
         """(Worker) a new array with the strokes as of the last :meth:`take`."""
         if self._copy is None:
             self.take()
+        assert self._copy is not None  # take() always leaves a copy
         return self._copy.copy()
 
 

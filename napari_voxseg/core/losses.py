@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,8 +45,9 @@ class _Loss(torch.nn.Module):
     task = "multiclass"
     uses_voxel_weights = False  # needs a per-voxel weight map (the loop makes one)
     honours_voxel_weights = False  # weighs each voxel by the map it is given
+    weight: torch.Tensor | None  # a buffer: the class weights
 
-    def __init__(self, class_weights: Sequence[float] | None = None):
+    def __init__(self, class_weights: Sequence[float] | np.ndarray | None = None):
         super().__init__()
         weight = None if class_weights is None else torch.as_tensor(class_weights,
                                                                    dtype=torch.float32)
@@ -257,6 +260,7 @@ class SigmoidFocal(_Loss):
 
 class _Regression(_Loss):
     task = "regression"
+    reduce: Callable[[torch.Tensor], torch.Tensor]  # the subclass's, of the differences
 
     def forward(self, outputs, target, voxel_weights=None):
         known = torch.isfinite(target)
@@ -287,7 +291,7 @@ class MaskedL1(_Regression):
 
 @dataclass(frozen=True)
 class LossInfo:
-    factory: Callable[..., torch.nn.Module]
+    factory: type[_Loss]
     task: str
     description: str
     gamma: bool = False  # takes focal_gamma
@@ -362,13 +366,15 @@ def resolve_loss(name: str | None, task: str) -> str:
     return key
 
 
-def build_loss(name: str | None = None, class_weights: Sequence[float] | None = None, *,
+def build_loss(name: str | None = None,
+               class_weights: Sequence[float] | np.ndarray | None = None, *,
                task: str = "multiclass", focal_gamma: float = 2.0) -> torch.nn.Module:
     """The loss ``name`` for ``task``, with optional per-class weights (and focal gamma)."""
     key = resolve_loss(name, task)
     info = LOSSES[key]
     if class_weights is not None:
         check_weights_allowed([float(w) for w in class_weights], task)
-    if info.gamma:
-        return info.factory(class_weights=class_weights, gamma=check_focal_gamma(focal_gamma))
-    return info.factory(class_weights=class_weights)
+    options: dict[str, Any] = {"class_weights": class_weights}
+    if info.gamma:  # the focal losses
+        options["gamma"] = check_focal_gamma(focal_gamma)
+    return info.factory(**options)

@@ -15,7 +15,8 @@ slices folded into the batch), trained on one-slice patches.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,7 +52,9 @@ _NORMS = {
     "batch": lambda c, dims: (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(c),
     "group": lambda c, dims: nn.GroupNorm(min(8, c), c),
 }
-_CONV = {3: (nn.Conv3d, nn.ConvTranspose3d), 2: (nn.Conv2d, nn.ConvTranspose2d)}
+_CONV: dict[int, tuple[Callable[..., nn.Conv3d | nn.Conv2d],
+                       Callable[..., nn.ConvTranspose3d | nn.ConvTranspose2d]]] = {
+    3: (nn.Conv3d, nn.ConvTranspose3d), 2: (nn.Conv2d, nn.ConvTranspose2d)}
 
 
 class ConvBlock(nn.Sequential):
@@ -102,6 +105,7 @@ class UNet3D(nn.Module):
         self.head = conv(widths[0], num_classes, 1)
         self.prior_channels, self.prior_link = prior_channels, prior_link
         if prior_channels:
+            assert self.head.bias is not None  # made with one (bias defaults to True)
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
         self.divisor = _stride_product(strides, len(kernels[0]))
@@ -196,9 +200,11 @@ def divisors(architecture: Mapping) -> tuple[int, int, int]:
     """What each spatial size of the network's input must be a multiple of (Z, Y, X)."""
     depth = int(architecture.get("depth", DEFAULT_ARCHITECTURE["depth"]))
     if architecture.get("name") == "unet2d":
-        return (1, *_stride_product(_strides_2d(depth), 2))
+        y, x = _stride_product(_strides_2d(depth), 2)
+        return (1, y, x)
     strides, _ = _resolved(depth, architecture.get("strides"), None)
-    return _stride_product(strides, 3)
+    z, y, x = _stride_product(strides, 3)
+    return (z, y, x)
 
 
 def _check_triples(arch: dict, key: str, count: int, allowed: set) -> None:
@@ -249,6 +255,20 @@ def build_model(architecture: Mapping) -> nn.Module:
     arch = architecture_from(architecture)
     kwargs = {k: v for k, v in arch.items() if k != "name"}
     return MODELS[arch["name"]](**kwargs)
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """``model.config``: the model card's dict (see :mod:`.card`) that a trained or loaded
+    model carries. (Torch types a module's attributes as tensors or modules.)"""
+    return cast(dict[str, Any], model.config)
+
+
+def attach(model: nn.Module, **attributes: object) -> None:
+    """Give ``model`` plain attributes: ``config`` (the card's dict) and, with two stages,
+    ``stage1``. The same as ``model.config = ...``, which torch's typing allows only for
+    tensors and modules."""
+    for name, value in attributes.items():
+        setattr(model, name, value)
 
 
 def describe_network(config: Mapping) -> str:

@@ -5,10 +5,14 @@ of the file they were read from (``like``), so that a prediction lies on its sca
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from .errors import VoxSegError
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 
 def read_nifti(path: Path, time: bool = False):
@@ -28,7 +32,7 @@ def read_nifti(path: Path, time: bool = False):
 def _read_nifti(path: Path, time: bool = False):
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img = cast("SpatialImage", nib.load(str(path)))  # a NIfTI file loads as a spatial image
     shape = tuple(img.shape)
     if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1 and not time):
         raise VoxSegError(f"{path.name} is a {len(shape)}D series {shape} (e.g. time points); "
@@ -52,7 +56,7 @@ def nifti_affine(path) -> np.ndarray:
     import nibabel as nib
 
     try:
-        return np.asarray(nib.load(str(path)).affine, dtype=float)
+        return np.asarray(cast("SpatialImage", nib.load(str(path))).affine, dtype=float)
     except Exception as exc:
         raise VoxSegError(f"{Path(path).name} is not a readable NIfTI file "
                           f"({type(exc).__name__}: {exc})") from None

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .models import model_config
+
 # Voxel sizes that differ by less than this fraction on every axis count as the same.
 VOXEL_TOLERANCE = 0.1
 
@@ -37,7 +39,7 @@ def resample_factors(model_voxel, image_voxel) -> tuple[float, float, float] | N
 def voxel_mismatch(model: torch.nn.Module, voxel_size) -> str | None:
     """A one-line warning when ``voxel_size`` differs from the one ``model`` was trained at
     (the network then sees every object at another size), else None."""
-    model_voxel = model.config.get("voxel_size")
+    model_voxel = model_config(model).get("voxel_size")
     if resample_factors(model_voxel, voxel_size) is None:
         return None
     show = lambda v: "x".join(f"{float(x):g}" for x in v)  # noqa: E731

@@ -202,11 +202,12 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
         config = adopt_model(config or TrainConfig(), model)
     cfg = (config or TrainConfig()).checked()
     voxel_size = _check_voxel_size(voxel_size)
-    known = _check_model_fits(model, cfg.task, labels, cfg.num_classes, cfg.two_stage)
+    known = _check_model_fits(model, cfg.task, labels, cfg.num_classes, bool(cfg.two_stage))
     image = check_image(image, keep_integers=True, channels=None if model is None else
                         image_channels(model.config))
     cfg, layout = plan_config(cfg, image.shape[1:], voxel_size, architecture=None
                               if model is None else model.config["architecture"])
+    assert cfg.patch_size is not None  # planned
     target = prepare_target(cfg.task, labels, image.shape[1:], mask=mask,
                             num_classes=cfg.num_classes or known, names=cfg.class_names)
     if known is not None and target.num_outputs != known:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -102,7 +103,9 @@ class PatchSampler:
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         patches = [self.sample() for _ in range(size)]
-        weights = None if patches[0][2] is None else np.stack([p[2] for p in patches])
+        # All patches have voxel weights, or none do (the sampler's).
+        weights = (None if patches[0][2] is None else
+                   np.stack([cast(np.ndarray, p[2]) for p in patches]))
         return np.stack([p[0] for p in patches]), np.stack([p[1] for p in patches]), weights
 
     def _augment(self, img, lab, weights):

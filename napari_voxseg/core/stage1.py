@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -247,12 +248,12 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                                config=replace(forest or ForestConfig(), seed=seed))
             return Stage1(trees, {}, k, image.shape[0], scales, _voxel(voxel_size))
         with ThreadPoolExecutor(1) as pool:
-            trees = pool.submit(fit_forest, x, y, num_classes=k,
-                                config=replace(forest or ForestConfig(), seed=seed))
+            fitting = pool.submit(fit_forest, x, y, num_classes=k,
+                                  config=replace(forest or ForestConfig(), seed=seed))
             params = fit_voxels(x, y, torch.cat(samples), num_classes=k,
                                 config=replace(mlp or Stage1Config(), seed=seed),
                                 generator=generator)
-            trees = trees.result()
+            trees = fitting.result()
     params = {key: value.cpu() for key, value in params.items()}  # kept on the CPU
     params["scales"] = torch.tensor(scales, dtype=torch.float64)
     params["channels"] = torch.tensor([image.shape[0]])
@@ -270,7 +271,9 @@ def _stroke_boxes(strokes: np.ndarray, most: int = 16) -> list | None:
 
     boxes = []
     for z in slices:
-        ys, xs = bounding_box(strokes[z])
+        box = bounding_box(strokes[z])
+        assert box is not None  # a painted slice
+        ys, xs = box
         boxes.append(((int(z), ys.start, xs.start), (int(z) + 1, ys.stop, xs.stop)))
     return boxes
 
@@ -318,7 +321,8 @@ def quick_overlay(image, strokes, voxel_size: Sequence[float] | None = None, *, 
 
 
 def _voxel(voxel_size) -> tuple[float, float, float] | None:
-    return None if voxel_size is None else tuple(float(v) for v in voxel_size)
+    return None if voxel_size is None else cast(tuple[float, float, float],
+                                                 tuple(float(v) for v in voxel_size))
 
 
 def _as_image(image, channels: int | None = None):

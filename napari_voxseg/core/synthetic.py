@@ -94,7 +94,7 @@ def make_sample(shape=SAMPLE_SHAPE, seed: int = 0, noise: float = 0.05) -> Sampl
         tubes.append((yc, zc, radius))
 
     # Nuclei (class 2): ellipsoids that keep clear of each other and of the tubes.
-    nuclei = []
+    nuclei: list[tuple[np.ndarray, np.ndarray]] = []
     for _ in range(400):
         if len(nuclei) == 14:
             break

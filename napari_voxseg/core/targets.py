@@ -74,6 +74,7 @@ def check_multilabel(labels, spatial_shape: Sequence[int], *, num_classes: int |
                      names: Sequence[str] | None = None) -> tuple[np.ndarray, int]:
     """Check multi-label annotations and return ``((K, Z, Y, X) uint8, K)``."""
     spatial_shape = tuple(int(s) for s in spatial_shape)
+    volumes: list | None
     if isinstance(labels, (list, tuple)):
         volumes = list(labels)
     else:
@@ -329,6 +330,8 @@ def class_weights(spec, labels: np.ndarray | None, num_classes: int,
         multilabel = task_info(task).activation == "sigmoid"  # positive weights
         if counts is not None:
             positives, annotated = (np.asarray(c) for c in counts)
+        elif labels is None:
+            raise VoxSegError(f"class weights {kind!r} need the annotations or their counts")
         elif multilabel:
             flat = np.asarray(labels).reshape(num_classes, -1)
             positives = (flat == 2).sum(axis=1)

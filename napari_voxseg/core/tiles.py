@@ -7,6 +7,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -53,11 +54,13 @@ class TileGrid:
         see :func:`~.models.divisors`."""
         if not 0 <= overlap < 1:
             raise VoxSegError(f"overlap {overlap} must be at least 0 and below 1, e.g. 0.5")
-        patch = tuple(max(d, min(int(p), -(-int(s) // d) * d))
-                      for p, s, d in zip(patch_size, shape, divisor))
-        starts = tuple(tuple(tile_starts(max(int(s), p), p, overlap))
-                       for s, p in zip(shape, patch))
-        return cls(tuple(int(s) for s in shape), patch, starts)
+        patch = cast(tuple[int, int, int],
+                     tuple(max(d, min(int(p), -(-int(s) // d) * d))
+                           for p, s, d in zip(patch_size, shape, divisor)))
+        starts = cast(tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+                      tuple(tuple(tile_starts(max(int(s), p), p, overlap))
+                            for s, p in zip(shape, patch)))
+        return cls(cast(tuple[int, int, int], tuple(int(s) for s in shape)), patch, starts)
 
     def tiles_meeting(self, region: Sequence[slice]) -> list[tuple[int, int, int]]:
         """The corners of the tiles that overlap ``region``, in raster order."""

@@ -73,11 +73,13 @@ def _smaller(batch: int, patch: Sequence[int], divisor: Sequence[int]):
 def _optimizer_step(run: Run) -> float:
     """One optimizer step on a fresh batch; the loss (not applied when not finite)."""
     cfg, device = run.cfg, run.device
-    x, y, w = run.sampler.batch(cfg.batch_size)
-    x = torch.from_numpy(x).to(device, non_blocking=True)
-    y = torch.from_numpy(y).to(device, non_blocking=True)
-    if w is not None:
-        w = torch.from_numpy(w).to(device, non_blocking=True)
+    assert cfg.batch_size is not None  # planned
+    images, labels, weights = run.sampler.batch(cfg.batch_size)
+    x = torch.from_numpy(images).to(device, non_blocking=True)
+    y = torch.from_numpy(labels).to(device, non_blocking=True)
+    w = None
+    if weights is not None:
+        w = torch.from_numpy(weights).to(device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=run.amp or torch.float32,
                         enabled=run.amp is not None):
@@ -97,6 +99,7 @@ def _shrink_after_oom(run: Run, step: int) -> None:
     if run.device.type == "cuda":
         torch.cuda.empty_cache()
     cfg = run.cfg
+    assert cfg.batch_size is not None and cfg.patch_size is not None  # planned
     smaller = _smaller(cfg.batch_size, cfg.patch_size, divisors(run.arch))
     if smaller is None:
         raise VoxSegError(f"the GPU ran out of memory even for one patch of {cfg.patch_size}; "
@@ -144,6 +147,7 @@ def _refresh_strokes(run: Run, fresh, region):
                                     names=run.cfg.class_names)
         stage = None
         if run.stage is not None:
+            assert run.image is not None  # prepare_run keeps it
             stage = yield from stage_previews(iter_fit_stage(
                 run.image, target.data, target.num_outputs, run.voxel_size,
                 seed=run.cfg.seed, overlay=region is not None, region=region,
@@ -180,6 +184,7 @@ def _preview(run: Run, step: int, region, should_stop) -> PreviewEvent | None:
         result = PredictResult(labels=stage_labels(probs, run.task), task=run.task)
         stage = 1
     else:
+        assert run.cfg.patch_size is not None and run.cfg.batch_size is not None  # planned
         result, stage = run_to_end(iter_blend(
             run.model, run.normalized, task=run.task, divisor=divisors(run.arch),
             patch_size=run.cfg.patch_size, target_scale=run.target.scale_record,

@@ -19,12 +19,17 @@ Saved models keep stage 1 in ``stage1.safetensors`` beside the weights (:mod:`.c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import VoxSegError
 from .losses import losses_for, weighable_losses
+
+if TYPE_CHECKING:
+    from .stage1 import Stage1
+    from .stage1_multilabel import MultiLabelStage1
 
 PSEUDO_THRESHOLD = 0.8  # stage-1 probability from which an unpainted voxel is a pseudo-label
 PSEUDO_WEIGHT = 0.3  # a pseudo-label's weight in the loss; a stroke weighs 1
@@ -67,12 +72,12 @@ class RunStage:
     stage 1's on them. ``final``: stage 1 fitted on all the strokes, what is saved (None
     until fitted: :func:`final_stage`). ``overlay``: the probabilities last shown."""
 
-    model: object  # stage1.Stage1
+    model: Stage1 | MultiLabelStage1
     probabilities: np.ndarray  # (K, Z, Y, X) float32 (multi-label: of 'present')
     pseudo: np.ndarray  # (Z, Y, X) uint8 1..K, or multi-label (K, Z, Y, X) 1/2; 0 = unsure
     held_out: np.ndarray | None = None
     score: tuple[float, float] | None = None
-    final: object | None = None
+    final: Stage1 | MultiLabelStage1 | None = None
     overlay: np.ndarray | None = None
 
 
@@ -96,8 +101,8 @@ def stage_device(device) -> torch.device:
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int, voxel_size, *,
-                   seed: int = 0, overlay: bool = False, held="split", region=None,
+def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int | None, voxel_size,
+                   *, seed: int = 0, overlay: bool = False, held="split", region=None,
                    device="cpu"):
     """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X; multi-label
     (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
@@ -159,7 +164,7 @@ def _quick_region(region, shape) -> tuple[slice, ...] | None:
     return where
 
 
-def final_stage(stage: RunStage, image, strokes, num_classes: int, voxel_size, *,
+def final_stage(stage: RunStage, image, strokes, num_classes: int | None, voxel_size, *,
                 seed: int = 0, device="cpu"):
     """Stage 1 on all the strokes, for the saved model (fitted now if strokes were held
     out), with the forest shares chosen on the held-out strokes."""
@@ -197,14 +202,16 @@ def choose_forest_weight(model, image, held: np.ndarray, device="cpu") -> float:
     where classes are told apart by intensity, the MLP where shape and size matter."""
     from .validation import boxes, score
 
-    forest, mlp, truth = [], [], []
+    by_forest: list[np.ndarray] = []
+    by_mlp: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
     for box in boxes(held):
         where = held[box] > 0
-        for weight, parts in ((1.0, forest), (0.0, mlp)):
+        for weight, parts in ((1.0, by_forest), (0.0, by_mlp)):
             model.forest_weight = weight
             parts.append(model.predict_proba(image, region=box, device=device)[:, where])
-        truth.append(held[box][where])
-    forest, mlp, truth = (np.concatenate(a, axis=-1) for a in (forest, mlp, truth))
+        truths.append(held[box][where])
+    forest, mlp, truth = (np.concatenate(a, axis=-1) for a in (by_forest, by_mlp, truths))
 
     def rank(weight):
         labels = (weight * forest + (1 - weight) * mlp).argmax(axis=0) + 1

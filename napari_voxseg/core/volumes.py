@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -91,8 +92,9 @@ class Canvas:
 
 def _cropped(event: PreviewEvent, region) -> PreviewEvent | None:
     """``event`` with its region and results cut to ``region`` (None when outside it)."""
-    inner = tuple(slice(max(a.start, b.start), min(a.stop, b.stop))
-                  for a, b in zip(event.region, region))
+    inner = cast(tuple[slice, slice, slice],
+                 tuple(slice(max(a.start, b.start), min(a.stop, b.stop))
+                       for a, b in zip(event.region, region)))
     if any(s.stop <= s.start for s in inner):
         return None
     if inner == tuple(event.region):

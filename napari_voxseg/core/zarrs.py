@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .errors import VoxSegError
 from .folders import is_zarr_store, recover_folder
+
+if TYPE_CHECKING:
+    from zarr import Array
 
 
 def open_zarr(path):
@@ -45,7 +49,8 @@ def open_zarr_levels(path) -> tuple[list, dict]:
         except (KeyError, TypeError):
             raise VoxSegError(f"{path}: its OME-Zarr metadata names levels that are not in "
                               "the store; rewrite it with an OME-Zarr writer") from None
-        return levels, {**_ome_meta(first, levels[0].ndim), "attrs": attrs}
+        ndim = cast("Array", levels[0]).ndim  # a level is an array (a group has no ndim)
+        return levels, {**_ome_meta(first, ndim), "attrs": attrs}
     arrays = sorted(node.array_keys()) if hasattr(node, "array_keys") else []
     if not arrays:
         raise VoxSegError(f"{path} is a zarr group with no arrays in it; give a store that "
@@ -97,7 +102,7 @@ def create_image(path, shape, dtype, *, chunks=None, voxel_size=None, time: bool
     array = group.create_array("0", shape=tuple(shape), dtype=dtype,
                                chunks=tuple(chunks) if chunks is not None else "auto",
                                fill_value=0, dimension_names=list(axes))
-    multiscale = {
+    multiscale: dict[str, Any] = {
         "name": Path(path).name,
         "axes": [{"name": a, "type": _AXIS_TYPES[a]} for a in axes],
         "datasets": [{"path": "0", "coordinateTransformations": [
@@ -109,7 +114,7 @@ def create_image(path, shape, dtype, *, chunks=None, voxel_size=None, time: bool
     return array
 
 
-def image_array(path, mode: str = "r+"):
+def image_array(path, mode: Literal["r", "r+", "a", "w", "w-"] = "r+"):
     """The level-0 array of a store :func:`create_image` made (or a plain zarr array)."""
     import zarr
 

@@ -37,6 +37,15 @@ def test_the_dock_folds_into_sections_and_leaves_the_canvas_room(make_napari_vie
         QApplication.processEvents()
     assert _seen(widget.iterations) and not _seen(widget.image_choice)
 
+    # A long status wraps, and gets the lines it needs (not one line, cut).
+    widget.status.value = "short"
+    QApplication.processEvents()
+    widget.status.value = " ".join(["a status that wraps onto several lines"] * 4)
+    for _ in range(5):
+        QApplication.processEvents()
+    label = widget.status.native
+    assert label.height() >= label.heightForWidth(label.width()) > 2 * label.fontMetrics().height()
+
     # Taller than the window: it scrolls instead of squeezing or growing the window.
     for section in widget.sections.values():
         section.expand()
