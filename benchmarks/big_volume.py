@@ -1,7 +1,7 @@
 """Training and prediction at the size people work with, on the GPU or the CPU.
 
     python benchmarks/big_volume.py [--tiles 4] [--device auto|cpu|cuda] [--iterations 300]
-                                    [--seeds 0] [--one-stage] [--threads N]
+                                    [--seeds 0] [--one-stage] [--threads N] [--stop-after S]
 
 The sample (48x96x96, three classes, its strokes on three slices) tiled ``--tiles`` times
 along each axis (4: 192x384x384, 14M voxels; 5: 240x480x480, 55M), so the ground truth is
@@ -11,6 +11,9 @@ the widget asks for) and the whole stage 1, in seconds from the start of trainin
 U-Net's steps per second; the training and prediction seconds; prediction in million voxels
 per second; the peak GPU memory (PyTorch's allocator) and peak RSS; the kept model and the
 Dice per class against the ground truth.
+
+With ``--stop-after S``: Stop is pressed S seconds after the first overlay (while stage 1
+fits the whole volume, on a large volume); prints how long the run took to end after it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from napari_voxseg.core import TrainConfig, iter_predict, iter_train, run_to_end
+from napari_voxseg.core import StoppedEarly, TrainConfig, iter_predict, iter_train, run_to_end
 from napari_voxseg.core.device import resolve_device
 from napari_voxseg.core.events import PreviewEvent, TrainEvent
 from napari_voxseg.core.metrics import dice_per_class
@@ -91,6 +94,35 @@ def run(image, strokes, truth, seed: int, args) -> dict:
     return report
 
 
+def stop_latency(image, strokes, args) -> dict:
+    """Press Stop ``args.stop_after`` seconds after the first overlay; how long until the run
+    ends, and how (no model: stopped during stage 1; else the step it stopped at)."""
+    asked: list[float] = []
+    config = TrainConfig(iterations=args.iterations, device=str(resolve_device(args.device)))
+    middle = image.shape[0] // 2
+    view = (slice(middle - 1, middle + 2), slice(None), slice(None))
+
+    def should_stop() -> bool:
+        return bool(asked) and time.perf_counter() >= asked[0]
+
+    began = time.perf_counter()
+    generator = iter_train(image, strokes.copy(), config, should_stop=should_stop,
+                           preview_region=lambda: view, preview_every=1e9)
+    first, outcome = None, ""
+    try:
+        for event in generator:
+            if isinstance(event, PreviewEvent) and first is None:
+                first = time.perf_counter() - began
+                asked.append(time.perf_counter() + args.stop_after)
+    except StoppedEarly as exc:
+        outcome = str(exc).split(";")[0]
+    ended = time.perf_counter()
+    outcome = outcome or "heard at a training step (stage 1 had ended)"
+    return {"shape": list(image.shape), "first_overlay_s": None if first is None else
+            round(first, 2), "stop_after_s": args.stop_after,
+            "stop_heard_s": round(ended - asked[0], 2) if asked else None, "outcome": outcome}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiles", type=int, default=4)
@@ -99,10 +131,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--one-stage", action="store_true", help="the U-Net alone")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--stop-after", type=float, default=None, metavar="S",
+                        help="press Stop S seconds after the first overlay; say how long the "
+                             "run takes to end")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     image, strokes, truth = tiled(args.tiles)
+    if args.stop_after is not None:
+        print(json.dumps(stop_latency(image, strokes, args)), flush=True)
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
         print(json.dumps(run(image, strokes, truth, seed, args)), flush=True)
 

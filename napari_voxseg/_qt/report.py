@@ -18,7 +18,14 @@ from napari.utils.notifications import (
     show_warning,
 )
 
-from ..core import PredictEvent, PreviewEvent, TrainEvent, ValidationEvent, VoxSegError
+from ..core import (
+    PredictEvent,
+    PreviewEvent,
+    StoppedEarly,
+    TrainEvent,
+    ValidationEvent,
+    VoxSegError,
+)
 from .curve import LossCurve
 from .results import mean_dice
 
@@ -120,7 +127,10 @@ class RunReport:
         return mean_dice(prediction, self.form.ground_truth.value, shape, region)
 
     def on_error(self, exc: Exception) -> None:
-        if isinstance(exc, VoxSegError):
+        if isinstance(exc, StoppedEarly):  # the user's Stop, heard before a model was made
+            self.status.value = str(exc)
+            self.progress.value = 0
+        elif isinstance(exc, VoxSegError):
             self.error(str(exc))
         else:
             self.error(f"VoxSeg failed ({type(exc).__name__}: {exc}); the layers are "

@@ -19,7 +19,7 @@ _HOMES = {
     "check_image": "data", "normalize": "data",
     "check_labels": "targets", "class_weights": "targets",
     "resolve_device": "device",
-    "VoxSegError": "errors",
+    "VoxSegError": "errors", "StoppedEarly": "errors",
     "read_volume": "files", "write_volume": "files",
     "PredictEvent": "infer", "PredictResult": "infer", "iter_predict": "infer",
     "predict": "infer",

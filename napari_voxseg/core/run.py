@@ -188,11 +188,12 @@ def _class_names(cfg: TrainConfig, count: int) -> list[str]:
 
 
 def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_reference,
-                resume, overlay: bool = False, region=None):
+                resume, overlay: bool = False, region=None, should_stop=None):
     """Check everything and build what the loop needs; :class:`VoxSegError` before any work.
     A generator that returns the :class:`Run`: with two stages and ``overlay``, it yields
     stage 1's first overlays (:class:`PreviewEvent`) while stage 1 fits; ``region()``: the
-    region in view, which the first overlay of a large volume covers first."""
+    region in view, which the first overlay of a large volume covers first. ``should_stop``:
+    polled while stage 1 fits; true raises :class:`StoppedEarly` (nothing was made)."""
     began = time.perf_counter()
     if resume is not None:
         if model is None:
@@ -224,7 +225,8 @@ def prepare_run(image, labels, config, *, model, voxel_size, mask, boundary_refe
     if cfg.two_stage:
         stage = yield from stage_previews(
             iter_fit_stage(image, target.data, target.num_outputs, voxel_size, seed=cfg.seed,
-                           overlay=overlay, region=region, device=stage_device(device)),
+                           overlay=overlay, region=region, device=stage_device(device),
+                           should_stop=should_stop),
             began, cfg.iterations, target.annotated, cfg.task)
     prior = target.num_outputs if stage else 0
     model, arch = _network(cfg, model, layout, image.shape[0] + prior, target.num_outputs,

@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from .errors import VoxSegError
+from .errors import VoxSegError, check_stop
 from .features import DEFAULT_SCALES, default_bounds, feature_block, feature_names
 from .forest import Forest, ForestConfig, fit_forest
 from .mlp import (  # noqa: F401  (the MLP's API, re-exported)
@@ -47,6 +47,10 @@ from .tiles import concrete
 FORMAT = "voxseg-stage1"
 VERSION = 1
 _BLOCK = (64, 128, 128)
+STOPPED_FITTING = ("stopped while stage 1 read the strokes, before training began; no model was "
+                   "made and nothing was changed")
+STOPPED_PREDICTING = ("stopped while stage 1 predicted the volume, before training began; no "
+                      "model was made and nothing was changed")
 _SAMPLE = 1 << 16  # voxels for the MLP's feature standardization, as mlp.fit takes
 # The forest's share when no strokes can be held out to choose it: 0.7 keeps the forest's
 # accuracy on intensity-defined classes (real MRI) and most of the MLP's gain on shapes
@@ -83,7 +87,7 @@ class Stage1:
     def predict_proba(self, image, region: Sequence[slice] | None = None, *,
                       voxel_size: Sequence[float] | None = None, bounds: np.ndarray | None = None,
                       device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
-                      threads: int | None = 1, out=None) -> np.ndarray:
+                      threads: int | None = 1, out=None, should_stop=None) -> np.ndarray:
         """Probabilities (K, z, y, x) float32 of ``region`` (default: all) of a ``(C, Z, Y,
         X)`` image (numpy, memmap, zarr), block by block, each block's features read with
         their halo: memory holds one block's features whatever the volume's size.
@@ -91,11 +95,13 @@ class Stage1:
         ``voxel_size``: the image's (default: the training image's). ``bounds``: its
         normalization (default: :meth:`bounds_of` the image; pass them to
         predict several regions of one volume). ``threads``: see :func:`cpu_threads`.
-        ``out``: where to write (e.g. a zarr array), by default a new numpy array."""
+        ``out``: where to write (e.g. a zarr array), by default a new numpy array.
+        ``should_stop()``, polled before each block: true raises :class:`StoppedEarly`."""
         mlp = {key: value.to(device) for key, value in self.mlp.items()}
         return predict_blockwise(self, lambda feats: self.predict_features(feats, mlp), image,
                                  region, voxel_size=voxel_size, bounds=bounds, device=device,
-                                 block=block, threads=threads, out=out)
+                                 block=block, threads=threads, out=out,
+                                 should_stop=should_stop)
 
     def predict_features(self, features: torch.Tensor,
                          mlp: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -174,7 +180,7 @@ class Stage1:
 def predict_blockwise(model, predict, image, region: Sequence[slice] | None = None, *,
                       voxel_size=None, bounds: np.ndarray | None = None,
                       device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
-                      threads: int | None = 1, out=None) -> np.ndarray:
+                      threads: int | None = 1, out=None, should_stop=None) -> np.ndarray:
     """What every stage 1 predicts, block by block: ``predict(features)`` gives a block's
     (K, z, y, x) tensor from its features (F, z, y, x); ``model`` says the filter bank and K
     (``channels``, ``scales``, ``voxel_size``, ``num_classes``). The other arguments as
@@ -189,6 +195,7 @@ def predict_blockwise(model, predict, image, region: Sequence[slice] | None = No
         out = np.empty((model.num_classes, *shape), dtype=np.float32)
     with cpu_threads(threads, device):
         for start, stop in _grid([r.start for r in region], [r.stop for r in region], block):
+            check_stop(should_stop, STOPPED_PREDICTING)
             feats = feature_block(image, start, stop, voxel_size=voxel_size,
                                   scales=model.scales, bounds=bounds, device=device)
             where = (slice(None), *(slice(a - r.start, b - r.start)
@@ -202,7 +209,7 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
                mlp: Stage1Config | None = None, forest: ForestConfig | None = None,
                device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
                threads: int | None = 1, quick: bool = False,
-               bounds: np.ndarray | None = None) -> Stage1:
+               bounds: np.ndarray | None = None, should_stop=None) -> Stage1:
     """Fit stage 1 on the strokes (Z, Y, X; 0 = not annotated, 1..K = classes) of a ``(C, Z,
     Y, X)`` image (or ``(Z, Y, X)``): the features of the blocks that hold strokes are computed
     (with their halo), then the forest (in scikit-learn's threads, one per core) and the MLP
@@ -211,7 +218,9 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
     filters (see :func:`cpu_threads`; the MLP trains with ``mlp.threads``). ``quick``: the
     forest alone (about a second on the sample, the MLP takes a few: the first overlay while
     the whole stage 1 fits; not for saving). ``bounds``: the image's normalization, when
-    already known (:meth:`Stage1.bounds_of`). Fitting needs scikit-learn; predicting does not."""
+    already known (:meth:`Stage1.bounds_of`). ``should_stop()``, polled before each block's
+    features: true raises :class:`StoppedEarly`. Fitting needs scikit-learn; predicting does
+    not."""
     image = _as_image(image)
     strokes = np.asarray(strokes)
     if strokes.shape != image.shape[1:] or not np.issubdtype(strokes.dtype, np.integer):
@@ -233,6 +242,7 @@ def fit_stage1(image, strokes, voxel_size: Sequence[float] | None = None, *, see
     xs, ys, samples = [], [], []
     with cpu_threads(threads, device):
         for start, stop in painted:
+            check_stop(should_stop, STOPPED_FITTING)
             feats = feature_block(image, start, stop, voxel_size=voxel_size, scales=scales,
                                   bounds=bounds, device=device)
             x, y = _stroke_voxels(feats, strokes[tuple(map(slice, start, stop))])

@@ -61,7 +61,7 @@ class MultiLabelStage1:
     def predict_proba(self, image, region: Sequence[slice] | None = None, *,
                       voxel_size: Sequence[float] | None = None, bounds: np.ndarray | None = None,
                       device: str | torch.device = "cpu", block: Sequence[int] = _BLOCK,
-                      threads: int | None = 1, out=None) -> np.ndarray:
+                      threads: int | None = 1, out=None, should_stop=None) -> np.ndarray:
         """P(present) (K, z, y, x) float32 of ``region`` of a ``(C, Z, Y, X)`` image, block by
         block, each block's features computed once for all classes (arguments as
         :meth:`.Stage1.predict_proba`)."""
@@ -73,7 +73,7 @@ class MultiLabelStage1:
 
         return predict_blockwise(self, predict, image, region, voxel_size=voxel_size,
                                  bounds=bounds, device=device, block=block, threads=threads,
-                                 out=out)
+                                 out=out, should_stop=should_stop)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"class{k}.{name}": value for k, member in enumerate(self.members)

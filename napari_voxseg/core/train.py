@@ -278,10 +278,11 @@ def iter_train(
     Y, X)`` or a list of K ``(Z, Y, X)`` volumes, 0 = not annotated, 1 = absent, 2 = present;
     regression: the float target ``(Z, Y, X)``, with ``mask`` (nonzero = known) optional.
     ``model``: continue from (fine-tune) this model instead of a new one. ``should_stop``:
-    polled before each step. ``get_labels``: polled every few steps for newer strokes (for
-    regression: a newer mask); it returns None when unchanged. ``boundary_reference``: labels
-    (e.g. a prediction) that the ``boundary_ce`` weight map is computed from instead of the
-    strokes. Bad input raises :class:`VoxSegError` before any work.
+    polled before each step, and while stage 1 fits (a stop then, before any step, raises
+    :class:`~.errors.StoppedEarly`: no model was made). ``get_labels``: polled every few
+    steps for newer strokes (for regression: a newer mask); it returns None when unchanged.
+    ``boundary_reference``: labels (e.g. a prediction) that the ``boundary_ce`` weight map is
+    computed from instead of the strokes. Bad input raises :class:`VoxSegError` before any work.
 
     Live preview: every ``preview_every`` seconds, ``preview_region()`` is asked which block
     (three slices, Z, Y, X) to predict with the network as it is, and a :class:`PreviewEvent`
@@ -322,7 +323,8 @@ def _loop(image, labels, config, *, model, voxel_size, should_stop, get_labels, 
     overlay = preview_region is not None
     run = yield from prepare_run(image, labels, config, model=model, voxel_size=voxel_size,
                                  mask=mask, boundary_reference=boundary_reference,
-                                 resume=resume, overlay=overlay, region=preview_region)
+                                 resume=resume, overlay=overlay, region=preview_region,
+                                 should_stop=should_stop)
     if resume is not None:
         restore_run(run, resume)
     _distribute(run)

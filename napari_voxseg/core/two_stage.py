@@ -82,16 +82,18 @@ class RunStage:
 
 
 def fit_any_stage1(image, strokes: np.ndarray, num_classes: int | None, voxel_size, *,
-                   seed: int = 0, device="cpu"):
+                   seed: int = 0, device="cpu", should_stop=None):
     """Stage 1 for multi-class strokes (Z, Y, X) or multi-label ones (K, Z, Y, X); its
-    filters and MLP computed on ``device`` (the forest fits on the CPU)."""
+    filters and MLP computed on ``device`` (the forest fits on the CPU). ``should_stop``: see
+    :func:`~.stage1.fit_stage1`."""
     from .stage1 import fit_stage1
     from .stage1_multilabel import fit_multilabel_stage1
 
     if np.ndim(strokes) == 4:
-        return fit_multilabel_stage1(image, strokes, voxel_size, seed=seed, device=device)
+        return fit_multilabel_stage1(image, strokes, voxel_size, seed=seed, device=device,
+                                     should_stop=should_stop)
     return fit_stage1(image, strokes, voxel_size, seed=seed, num_classes=num_classes,
-                      device=device)
+                      device=device, should_stop=should_stop)
 
 
 def stage_device(device) -> torch.device:
@@ -103,7 +105,7 @@ def stage_device(device) -> torch.device:
 
 def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int | None, voxel_size,
                    *, seed: int = 0, overlay: bool = False, held="split", region=None,
-                   device="cpu"):
+                   device="cpu", should_stop=None):
     """Fit stage 1 for a run on the (C, Z, Y, X) image and its strokes (Z, Y, X; multi-label
     (K, Z, Y, X)); a generator that returns the :class:`RunStage`. ``held``: "split" to hold
     strokes out afresh, else the held-out strokes to keep (or None). With ``overlay`` it
@@ -112,7 +114,9 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int | No
     training strokes: what the U-Net is judged against; the saved model's stage 1 is fitted
     on all of them at the end). On a volume too large for the first to be quick, it covers
     only the region in view (``region()``: three slices, or None) when one is given; else
-    ``region`` is the whole volume (None). ``device``: see :func:`stage_device`."""
+    ``region`` is the whole volume (None). ``device``: see :func:`stage_device`.
+    ``should_stop()``, polled between blocks: true raises :class:`StoppedEarly` (a Stop
+    while stage 1 fits is heard within a block, not at the end of the whole stage)."""
     from .stage1 import quick_overlay
     from .validation import score_probabilities, split_strokes
 
@@ -128,10 +132,11 @@ def iter_fit_stage(image: np.ndarray, strokes: np.ndarray, num_classes: int | No
     else:
         train = strokes if held is None else np.where(held > 0, 0, strokes).astype(
             strokes.dtype, copy=False)
-    model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed, device=device)
+    model = fit_any_stage1(image, train, num_classes, voxel_size, seed=seed, device=device,
+                           should_stop=should_stop)
     if held is not None:
         choose_forest_weights(model, image, held, device=device)
-    probs = model.predict_proba(image, device=device)
+    probs = model.predict_proba(image, device=device, should_stop=should_stop)
     stage = RunStage(model, probs, pseudo_labels(probs, multilabel=strokes.ndim == 4),
                      held_out=held, overlay=shown)
     if held is None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import TINY, drain, one_line_error
 
-from napari_voxseg.core import TrainEvent, VoxSegError
+from napari_voxseg.core import StoppedEarly, TrainEvent, VoxSegError
 from napari_voxseg.core.blocks import open_zarr, predict_blocks
 from napari_voxseg.core.checkpoint import load_model, save_model
 from napari_voxseg.core.infer import iter_predict, run_to_end
@@ -191,3 +191,24 @@ def test_a_large_volume_s_first_overlay_covers_the_slice_in_view_first(small_vol
     whole, where = next(fitting)
     assert where is None and whole.shape == (2, 16, 32, 32)
     assert _stroke_boxes(strokes) == [((5, 2, 2), (6, 30, 30)), ((9, 2, 2), (10, 30, 30))]
+
+
+@pytest.mark.parametrize("polls, words", [(1, "read the strokes"), (2, "predicted the volume")])
+def test_a_stop_while_stage_1_fits_is_heard_before_it_ends(small_volume, polls, words):
+    """Stage 1 polls ``should_stop`` before each block it reads (fitting) and predicts: a
+    Stop then ends the run at once (minutes earlier on a large CPU volume), with nothing made
+    and the strokes as they were."""
+    image, _, strokes = small_volume
+    given = strokes.copy()
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) >= polls
+
+    run = iter_train(image, given, TrainConfig(**TWO), should_stop=should_stop,
+                     preview_region=lambda: None)
+    with pytest.raises(StoppedEarly, match=f"stopped while stage 1 {words}"):
+        events, _ = drain(run)
+    assert len(asked) == polls
+    np.testing.assert_array_equal(given, strokes)
