@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
 from .cli_args import EXIT_BAD_INPUT, build_parser
 from .cli_common import Progress, _floats, _read_image, log, note, setup_logging
+from .cli_evaluate import cmd_evaluate
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -171,45 +171,6 @@ def _train(args, out, rank: int, world: int, backend: str, pairs: list) -> int:
     best = ("stage 1 kept" if kept == "stage 1" else
             f"best smoothed loss {result.best_loss:.4f} at step {result.best_step}")
     log.info(f"saved model to {out} ({result.steps} steps, {best}, {result.elapsed:.0f} s)")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from .core import dice_per_class, iou_per_class, read_volume
-    from .core.metrics import multilabel_dice, regression_errors
-
-    pred, _ = read_volume(args.prediction)
-    truth, _ = read_volume(args.ground_truth)
-    if truth.dtype.kind == "f":  # a float target: regression, values rather than labels
-        mask = read_volume(args.mask)[0] if args.mask else None
-        errors = regression_errors(pred, truth, mask)
-        if args.json:
-            print(json.dumps(errors))
-        else:
-            print(f"mean absolute error {errors['mae']:.6g}, root mean square error "
-                  f"{errors['rmse']:.6g} over {errors['voxels']} voxels")
-        return 0
-    if pred.ndim == 4:  # multi-label: per class, 1 = absent, 2 = present
-        dice = multilabel_dice(pred, truth)
-        iou = {}
-    else:
-        dice = dice_per_class(pred, truth)
-        iou = iou_per_class(pred, truth)
-
-    def clean(v):
-        return None if math.isnan(v) else round(v, 6)
-
-    finite = [v for v in dice.values() if not math.isnan(v)]
-    mean = sum(finite) / len(finite) if finite else float("nan")
-    if args.json:
-        print(json.dumps({"dice": {str(c): clean(v) for c, v in dice.items()},
-                          "iou": {str(c): clean(v) for c, v in iou.items()},
-                          "mean_dice": clean(mean)}))
-    else:
-        print(f"{'class':>6} {'dice':>8} {'iou':>8}")
-        for c in dice:
-            print(f"{c:>6} {dice[c]:8.4f} {iou.get(c, math.nan):8.4f}")
-        print(f"{'mean':>6} {mean:8.4f}")
     return 0
 
 

@@ -184,11 +184,17 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p.set_defaults(func=commands["predict"])
 
     p = sub.add_parser("evaluate", parents=[chatter],
-                       help="Dice and IoU per class against a ground truth (for regression: "
-                            "mean absolute and RMS error)")
+                       help="Dice, IoU, precision, recall, HD95 and ASSD per class against a "
+                            "ground truth (for regression: mean absolute and RMS error)")
     p.add_argument("prediction", help=f"labels (or, for regression, values): {READS}")
     p.add_argument("ground_truth", help=f"the same kind of volume: {READS}")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--instances", action="store_true",
+                   help="the two volumes are instance labels (each object its own id): "
+                        "object-level precision, recall and F1 at IoU 0.5")
+    p.add_argument("--no-surface", action="store_true",
+                   help="leave out the surface distances (HD95, ASSD), the slow part on large "
+                        "volumes")
     p.add_argument("--mask", default=None,
                    help=f"regression: compare only where nonzero ({READS})")
     p.set_defaults(func=commands["evaluate"])

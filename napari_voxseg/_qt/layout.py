@@ -1,6 +1,7 @@
-"""How the dock is laid out: the form folds into sections (Data, Training, Prediction, Model)
-that collapse, the whole scrolls when taller than the window, and no field asks for more width
-than a narrow dock has (long choices are cut in the closed box and shown whole when open).
+"""How the dock is laid out: the form folds into sections (Data, Training, Prediction, Compare,
+Model) that collapse, the whole scrolls when taller than the window, and no field asks for more
+width than a narrow dock has (long choices are cut in the closed box and shown whole when
+open).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class FittingScroll(QScrollArea):
 def lay_out(widget) -> dict[str, Section]:
     """Lay out the VoxSeg dock ``widget`` (a magicgui container) in a scroll area: the
     sections Data and Training (folded), the run's buttons and report (always shown), then the
-    sections Prediction and Model. Returns the sections by title."""
+    sections Prediction, Compare (folded) and Model. Returns the sections by title."""
     form = widget.form
     sections = {
         "Data": Section("Data", [
@@ -132,6 +133,7 @@ def lay_out(widget) -> dict[str, Section]:
             form.two_stage, form.device, form.preview_every], expanded=False),
         "Prediction": Section("Prediction", [
             form.outputs, form.objects, widget.predict_buttons]),
+        "Compare": Section("Compare", widget.compare.fields, expanded=False),
         "Model": Section("Model", [widget.model_buttons, widget.model_info]),
     }
     run = Container(widgets=[widget.buttons, widget.progress, widget.status,
@@ -145,7 +147,8 @@ def lay_out(widget) -> dict[str, Section]:
     layout = QVBoxLayout(content)
     layout.setContentsMargins(0, 0, 4, 0)
     for part in (sections["Data"].collapsible, sections["Training"].collapsible, run.native,
-                 sections["Prediction"].collapsible, sections["Model"].collapsible):
+                 sections["Prediction"].collapsible, sections["Compare"].collapsible,
+                 sections["Model"].collapsible):
         layout.addWidget(part)
     layout.addStretch(1)
     # napari docks ``widget.native``: the scroll area goes inside it (a magicgui scrollable

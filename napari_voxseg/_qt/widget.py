@@ -5,6 +5,7 @@ The widget wires together parts with one job each:
 - :mod:`.form`: the fields, which follow the task (each also an attribute of the widget);
 - :mod:`.layout`: the sections (Data, Training, Prediction, Model) they fold into;
 - :mod:`.classes`: the class list (colours, names, "+ class");
+- :mod:`.compare`: the Compare section (scores of a prediction against a ground truth);
 - :mod:`.inputs`: reading the form into a checked run (TrainConfig and copies of the layers);
 - :mod:`.session`: the background worker and what it shares with the main thread;
 - :mod:`.report`: what a run shows (progress, status, loss curve, previews, final layers);
@@ -34,6 +35,7 @@ from ..core.models import describe_network
 from ..core.tasks import task_of
 from . import inputs
 from .classes import ClassList
+from .compare import Compare
 from .form import Form
 from .layout import lay_out
 from .live_overlay import LiveOverlay
@@ -85,6 +87,7 @@ class VoxSegWidget(ModelFiles, Container):
         self.predict_all = PredictAll(self)
         self.training_set = self.form.training_set = TrainingSet(napari_viewer, self.form)
         self.class_list = self.form.class_list = ClassList(self.form, self._model_class_names)
+        self.compare = Compare(napari_viewer, self.report.say)
         self.validation = self.report.validation
         self.sections = lay_out(self)
         self._connect()
@@ -148,9 +151,10 @@ class VoxSegWidget(ModelFiles, Container):
 
     def _layers_changed(self, _event=None) -> None:
         """Offer the layers there are; default the annotations and the ground truth."""
-        with self.form.choosing():
+        with self.form.choosing(), self.compare.choosing():
             self.reset_choices()
         self.form.choose_defaults()
+        self.compare.choose_defaults()
 
     # ---- state ----------------------------------------------------------------------------
     @property

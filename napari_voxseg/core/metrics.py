@@ -49,6 +49,107 @@ def iou_per_class(prediction, truth, classes=None) -> dict[int, float]:
                       else float(tp / (tp + fp + fn)))
 
 
+def precision_per_class(prediction, truth, classes=None) -> dict[int, float]:
+    """Of the voxels predicted as each class, the share that are (NaN where none is)."""
+    return _per_class(prediction, truth, classes,
+                      lambda tp, fp, fn: float("nan") if tp + fp == 0 else float(tp / (tp + fp)))
+
+
+def recall_per_class(prediction, truth, classes=None) -> dict[int, float]:
+    """Of the voxels of each class, the share predicted as it (NaN where there is none)."""
+    return _per_class(prediction, truth, classes,
+                      lambda tp, fp, fn: float("nan") if tp + fn == 0 else float(tp / (tp + fn)))
+
+
+SCORES = ("dice", "iou", "precision", "recall", "hd95", "assd")
+
+
+def _scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    def ratio(a, b):
+        return float(a / b) if b else float("nan")
+
+    return {"dice": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn),
+            "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn)}
+
+
+def _class_counts(pred: np.ndarray, gt: np.ndarray) -> dict[int, tuple[int, int, int]] | None:
+    """(TP, FP, FN) of each class > 0 in either volume, from one confusion matrix built a slice
+    of voxels at a time (None when the ids are too many or negative for one)."""
+    low = min(int(pred.min(initial=0)), int(gt.min(initial=0)))
+    n = max(int(pred.max(initial=0)), int(gt.max(initial=0))) + 1
+    if low < 0 or n > 1024:
+        return None
+    confusion = np.zeros((n, n), np.int64)
+    flat_p, flat_g = pred.reshape(-1), gt.reshape(-1)
+    for start in range(0, flat_p.size, 1 << 24):
+        chunk = slice(start, start + (1 << 24))
+        index = flat_p[chunk].astype(np.int64) * n + flat_g[chunk]
+        confusion += np.bincount(index, minlength=n * n).reshape(n, n)
+    rows, columns = confusion.sum(1), confusion.sum(0)
+    return {c: (int(confusion[c, c]), int(rows[c] - confusion[c, c]),
+                int(columns[c] - confusion[c, c]))
+            for c in range(1, n) if rows[c] or columns[c]}
+
+
+def class_report(prediction, truth, voxel_size=None, *, multilabel: bool = False,
+                 surface: bool = True) -> dict[int, dict[str, float | str]]:
+    """Per class (1..K): Dice, IoU, precision, recall and, with ``surface``, the HD95 and
+    ASSD in the units of ``voxel_size`` (see :mod:`.surface`) with the empty-set ``note``.
+    ``multilabel``: ``(K, Z, Y, X)`` labels, each class 'present' where 2."""
+    from .surface import surface_score
+
+    pred, gt = _check_pair(prediction, truth)
+    if multilabel:
+        if pred.ndim != 4:
+            raise VoxSegError(f"multi-label labels are (K, Z, Y, X); these are {pred.ndim}D")
+        masks = {k + 1: (lambda k=k: (pred[k] == 2, gt[k] == 2)) for k in range(len(pred))}
+        counts = {c: _mask_counts(*masks[c]()) for c in masks}
+    else:
+        found = _class_counts(pred, gt)
+        if found is None:
+            classes = sorted(int(c) for c in np.union1d(np.unique(pred), np.unique(gt))
+                             if c > 0)
+            found = {c: _mask_counts(pred == c, gt == c) for c in classes}
+        counts = found
+        masks = {c: (lambda c=c: (pred == c, gt == c)) for c in counts}
+    report: dict[int, dict[str, float | str]] = {}
+    for c, (tp, fp, fn) in counts.items():
+        row: dict[str, float | str] = dict(_scores(tp, fp, fn))
+        if surface:
+            score = surface_score(*masks[c](), voxel_size)
+            row.update(hd95=score.hd95, assd=score.assd, note=score.note)
+        report[c] = row
+    return report
+
+
+def _mask_counts(p: np.ndarray, g: np.ndarray) -> tuple[int, int, int]:
+    tp = int(np.count_nonzero(p & g))
+    return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(g)) - tp
+
+
+def object_f1(prediction, truth, threshold: float = 0.5) -> dict[str, float]:
+    """Object-level agreement of two instance label volumes (0 = background, each object its
+    own id): an object of each that overlap with IoU above ``threshold`` (0.5: at most one
+    partner each) are a match. Returns precision, recall and F1 over objects, with the counts
+    (``matched``, ``predicted``, ``true``). Both empty: F1 1."""
+    pred, gt = _check_pair(prediction, truth)
+    p_ids, p_flat = np.unique(pred.ravel(), return_inverse=True)
+    g_ids, g_flat = np.unique(gt.ravel(), return_inverse=True)
+    pairs = np.bincount(p_flat.astype(np.int64) * len(g_ids) + g_flat,
+                        minlength=len(p_ids) * len(g_ids)).reshape(len(p_ids), len(g_ids))
+    p_size, g_size = pairs.sum(1), pairs.sum(0)
+    union = p_size[:, None] + g_size[None, :] - pairs
+    iou = np.divide(pairs, union, out=np.zeros(pairs.shape), where=union > 0)
+    iou = iou[p_ids > 0][:, g_ids > 0]  # objects only, not the background
+    matched = int((iou > threshold).sum())
+    predicted, true = int(iou.shape[0]), int(iou.shape[1])
+    precision = matched / predicted if predicted else float(true == 0)
+    recall = matched / true if true else float(predicted == 0)
+    f1 = 2 * matched / (predicted + true) if predicted + true else 1.0
+    return {"precision": precision, "recall": recall, "f1": f1, "matched": matched,
+            "predicted": predicted, "true": true}
+
+
 def multilabel_dice(prediction, truth) -> dict[int, float]:
     """Dice of 'present' (value 2) per class for multi-label ``(K, Z, Y, X)`` labels, keys 1..K."""
     pred, gt = _check_pair(prediction, truth)

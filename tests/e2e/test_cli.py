@@ -29,8 +29,14 @@ def test_round_trip(files, trained):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert set(report["dice"]) == {"1", "2"} and report["dice"]["2"] > 0.8
+    row = report["classes"]["2"]
+    assert set(row) == {"dice", "iou", "precision", "recall", "hd95", "assd", "note"}
+    assert 0 <= row["hd95"] < 10 and 0 <= row["assd"] <= row["hd95"] + 1e-6
     text = run("evaluate", files / "pred.tif", files / "truth.npy").stdout
-    assert "dice" in text and "mean" in text
+    assert "dice" in text and "mean" in text and "hd95" in text
+    proc = run("evaluate", files / "pred.tif", files / "truth.npy", "--instances", "--json")
+    objects = json.loads(proc.stdout)["objects"]
+    assert objects["true"] == 2 and 0 <= objects["f1"] <= 1
 
 
 def test_training_shows_a_progress_bar_on_a_terminal_only(files, tmp_path):
