@@ -11,6 +11,8 @@ that class for the brush. Only the metadata is written: never the layer's data.
 from __future__ import annotations
 
 import napari
+import numpy as np
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -28,13 +30,13 @@ from .._napari.sample import CLASS_NAMES_KEY as NAMES_KEY
 from .results import layer_class_names
 
 MAX_ROWS = 24  # an instance layer chosen by mistake would have thousands of "classes"
+MAX_CLASSES = 1000  # past this, a layer's values are object ids, not classes: not all named
 
 
-def store_class_name(layer, label: int, name: str, count: int) -> None:
-    """Name class ``label`` (1-based) on ``layer``; the other names of the ``count`` classes
-    shown are kept (their defaults written with it, so that the list keeps its order)."""
-    names = layer_class_names(layer)
-    names += [f"class {i + 1}" for i in range(len(names), max(count, label))]
+def store_class_name(layer, label: int, name: str, shown: list[str]) -> None:
+    """Name class ``label`` (1-based) on ``layer``; the other classes keep the names
+    ``shown`` for them (the layer's, or the model's where the layer had none)."""
+    names = list(shown) + [f"class {i + 1}" for i in range(len(shown), label)]
     names[label - 1] = name
     layer.metadata = {**layer.metadata, NAMES_KEY: names}
 
@@ -106,8 +108,9 @@ class ClassList(QWidget):
         if self.layer is None:
             return 0
         painted = self.painted()
-        return max(2, int(self.form.classes.value), max(painted, default=0),
-                   len(layer_class_names(self.layer)), len(self.model_names()), self._extra)
+        return min(MAX_CLASSES, max(2, int(self.form.classes.value), max(painted, default=0),
+                                    len(layer_class_names(self.layer)), len(self.model_names()),
+                                    self._extra))
 
     def names(self, count: int | None = None) -> list[str]:
         """The names of classes 1..count: the layer's, else the model's, else 'class N'."""
@@ -161,10 +164,15 @@ class ClassList(QWidget):
 
     # ---- what the user does -------------------------------------------------------------
     def rename(self, label: int, text: str) -> None:
-        text = text.strip()
-        if self.layer is None or not text or text == self.names()[label - 1]:
+        """Name class ``label``; an empty name gives it back its default."""
+        if self.layer is None:
             return
-        store_class_name(self.layer, label, text, self.count())
+        shown = self.names(max(self.count(), label))
+        text = text.strip() or f"class {label}"
+        if text != shown[label - 1]:
+            store_class_name(self.layer, label, text, shown)
+        if label <= len(self.rows):
+            self.rows[label - 1][1].setText(text)
         self.refresh()
 
     def select(self, label: int) -> None:
@@ -183,5 +191,11 @@ class ClassList(QWidget):
         """A new class after the last one, selected for the brush."""
         if self.layer is None:
             return
-        self._extra = self.count() + 1
-        self.select(self._extra)
+        new = self.count() + 1
+        dtype = np.asarray(self.layer.data[(0,) * self.layer.data.ndim]).dtype
+        if np.issubdtype(dtype, np.integer) and new > np.iinfo(dtype).max:
+            show_warning(f"{self.layer.name} holds {dtype} values, at most "
+                         f"{np.iinfo(dtype).max}: it has no room for class {new}")
+            return
+        self._extra = new
+        self.select(new)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QApplication, QFileDialog, QTableWidget, QTableWidgetItem
 
-from ..core.folders import as_if_created
+from ..core.folders import replacing_file
 from ..core.metrics import SCORES, class_report
 from .results import layer_class_names, spatial
 
@@ -85,7 +83,9 @@ class Compare:
         from .results import RESULT_KEY
 
         labels = [layer for _, layer in self._labels()]
-        results = [layer for layer in labels if layer.metadata.get(RESULT_KEY)]
+        # a prediction of classes: not its objects (instance ids), not a lazy or time series
+        results = [layer for layer in labels if layer.metadata.get(RESULT_KEY)
+                   and " objects" not in layer.name and _comparable(layer) is None]
         truths = [layer for layer in labels if is_ground_truth(layer)]
         with self.choosing():
             if results and "prediction" not in self._picked:
@@ -104,19 +104,25 @@ class Compare:
             self.say("choose a prediction and a different ground-truth Labels layer to "
                      "compare")
             return
+        for layer in (pred, truth):
+            problem = _comparable(layer)
+            if problem:
+                self.say(f"{layer.name} {problem}")
+                return
         if tuple(pred.data.shape) != tuple(truth.data.shape):
             self.say(f"{pred.name} has shape {tuple(pred.data.shape)} but {truth.name} has "
                      f"{tuple(truth.data.shape)}; compare layers of the same volume")
             return
         voxel = tuple(float(v) for v in spatial(truth)[0])
-        self.units = "voxel " + " x ".join(f"{v:g}" for v in voxel)
-        self.names = layer_class_names(pred) or layer_class_names(truth)
-        self.run_button.enabled = False
+        units = "voxel " + " x ".join(f"{v:g}" for v in voxel)
+        names = layer_class_names(pred) or layer_class_names(truth)
+        self.run_button.enabled = self.copy_button.enabled = self.save_button.enabled = False
         self.say(f"comparing {pred.name} with {truth.name}...")
-        worker = create_worker(class_report, np.array(pred.data), np.array(truth.data), voxel,
-                               surface=bool(self.surface.value), _start_thread=False)
+        worker = create_worker(_scored, np.array(pred.data), np.array(truth.data), voxel,
+                               bool(self.surface.value), names, units, _start_thread=False)
         worker.returned.connect(self._show)
-        worker.errored.connect(lambda exc: self.say(f"could not compare: {exc}"))
+        worker.errored.connect(lambda exc: self.say(
+            f"could not compare: {exc or type(exc).__name__}"))
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
@@ -145,8 +151,8 @@ class Compare:
                      f"distances in {self.units}" if "hd95" in columns else ""])
         return rows
 
-    def _show(self, report: dict) -> None:
-        self.report = report
+    def _show(self, scored: tuple) -> None:
+        self.report, self.names, self.units = scored
         rows = self.rows()
         self.table.setColumnCount(len(rows[0]))
         self.table.setRowCount(len(rows) - 1)
@@ -168,24 +174,41 @@ class Compare:
         """Write the table to the CSV file ``path``, whole or not at all (a temporary file
         renamed into place). The save dialog asks before it replaces a file."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=path.parent if str(path.parent) else ".")
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                csv.writer(handle).writerows(self.rows())
-            as_if_created(tmp)  # mkstemp's file is private; the output is not
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with replacing_file(path) as tmp, open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(self.rows())
         return path
 
     def _save_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(None, "Save the scores", "scores.csv",
                                               "CSV (*.csv)")
-        if path:
+        if not path:
+            return
+        path = Path(path) if Path(path).suffix else Path(path).with_suffix(".csv")
+        sources = [layer.source.path for layer in self.viewer.layers if layer.source.path]
+        if any(Path(s).resolve() == path.resolve() for s in sources):
+            self.say(f"{path.name} is a file a layer was opened from; choose another name")
+            return
+        try:
             self.say(f"scores saved to {self.save_csv(path)}")
+        except OSError as exc:
+            self.say(f"could not save the scores to {path}: {exc.strerror or exc}; choose a "
+                     "folder you can write to")
+
+
+def _scored(pred, truth, voxel, surface: bool, names, units) -> tuple:
+    """(the class report, the class names, the distance units): what the table shows,
+    kept together so that a later run's names never label an earlier run's scores."""
+    return class_report(pred, truth, voxel, surface=surface), names, units
+
+
+def _comparable(layer) -> str | None:
+    """Why ``layer`` cannot be compared here, or None: a 3D layer held in memory."""
+    if not isinstance(layer.data, np.ndarray):
+        return ("is read lazily (dask or zarr); save it and use 'voxseg evaluate', which "
+                "reads it whole")
+    if layer.data.ndim != 3:
+        return f"is {layer.data.ndim}D; Compare scores 3D labels (Z, Y, X)"
+    return None
 
 
 def _number(value) -> str:

@@ -7,9 +7,7 @@ writes to a temporary file beside the target and renames it, so a crash never le
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VoxSegError
-from .folders import as_if_created, replace_folder, temporary_folder_beside
+from .folders import replace_folder, replacing_file, temporary_folder_beside
 from .nifti import _write_nifti, nifti_affine, read_nifti  # noqa: F401
 from .outputs import ZARR_MARK, check_output
 from .paths import READ_SUFFIXES, WRITE_SUFFIXES, stem_of, suffix_of  # noqa: F401
@@ -313,11 +311,7 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None, like=
     suffix = suffix_of(path)
     if suffix == ".zarr":
         return _write_zarr(path, np.asarray(array), voxel_size, time)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=parent)
-    os.close(fd)
-    try:
-        as_if_created(tmp)  # mkstemp's file is private; the output is not
+    with replacing_file(path, suffix=f".tmp{suffix}") as tmp:
         if suffix in (".tif", ".tiff"):
             _write_tiff(tmp, array, voxel_size, time, path.name.lower().endswith(
                 (".ome.tif", ".ome.tiff")))
@@ -331,13 +325,6 @@ def write_volume(path, array: np.ndarray, voxel_size=None, *, affine=None, like=
                                      {"voxel_size": np.asarray(voxel_size, float)})
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, data=array, **extra)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -17,7 +17,8 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -82,6 +83,26 @@ def current_umask() -> int:
 def as_if_created(path, folder: bool = False) -> None:
     """Give ``path`` the permissions a new file (0666) or folder (0777) gets under the umask."""
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+@contextmanager
+def replacing_file(path: Path, suffix: str = ".tmp") -> Iterator[str]:
+    """Write a whole file or none: yields a temporary file's name beside ``path`` (with the
+    permissions a new file gets) to write; when the block ends it is synced and renamed onto
+    ``path``, and when the block fails it is removed."""
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=parent)
+    os.close(fd)
+    try:
+        as_if_created(tmp)  # mkstemp's file is private; the output is not
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def temporary_folder_beside(path: Path) -> Path:

@@ -83,7 +83,7 @@ def _class_counts(pred: np.ndarray, gt: np.ndarray) -> dict[int, tuple[int, int,
     flat_p, flat_g = pred.reshape(-1), gt.reshape(-1)
     for start in range(0, flat_p.size, 1 << 24):
         chunk = slice(start, start + (1 << 24))
-        index = flat_p[chunk].astype(np.int64) * n + flat_g[chunk]
+        index = flat_p[chunk].astype(np.int64) * n + flat_g[chunk].astype(np.int64)
         confusion += np.bincount(index, minlength=n * n).reshape(n, n)
     rows, columns = confusion.sum(1), confusion.sum(0)
     return {c: (int(confusion[c, c]), int(rows[c] - confusion[c, c]),
@@ -132,17 +132,22 @@ def object_f1(prediction, truth, threshold: float = 0.5) -> dict[str, float]:
     own id): an object of each that overlap with IoU above ``threshold`` (0.5: at most one
     partner each) are a match. Returns precision, recall and F1 over objects, with the counts
     (``matched``, ``predicted``, ``true``). Both empty: F1 1."""
+    if not 0.5 <= threshold < 1:
+        raise VoxSegError(f"IoU threshold {threshold} must be from 0.5 to below 1 (below 0.5 "
+                          "an object could match several)")
     pred, gt = _check_pair(prediction, truth)
     p_ids, p_flat = np.unique(pred.ravel(), return_inverse=True)
     g_ids, g_flat = np.unique(gt.ravel(), return_inverse=True)
-    pairs = np.bincount(p_flat.astype(np.int64) * len(g_ids) + g_flat,
-                        minlength=len(p_ids) * len(g_ids)).reshape(len(p_ids), len(g_ids))
-    p_size, g_size = pairs.sum(1), pairs.sum(0)
-    union = p_size[:, None] + g_size[None, :] - pairs
-    iou = np.divide(pairs, union, out=np.zeros(pairs.shape), where=union > 0)
-    iou = iou[p_ids > 0][:, g_ids > 0]  # objects only, not the background
-    matched = int((iou > threshold).sum())
-    predicted, true = int(iou.shape[0]), int(iou.shape[1])
+    p_size = np.bincount(p_flat.ravel(), minlength=len(p_ids))
+    g_size = np.bincount(g_flat.ravel(), minlength=len(g_ids))
+    # Only the pairs that overlap (a dense objects-by-objects matrix would not fit in memory).
+    pair, overlap = np.unique(p_flat.ravel().astype(np.int64) * len(g_ids) + g_flat.ravel(),
+                              return_counts=True)
+    p_of, g_of = pair // len(g_ids), pair % len(g_ids)
+    objects = (p_ids[p_of] > 0) & (g_ids[g_of] > 0)  # not the background
+    union = p_size[p_of] + g_size[g_of] - overlap
+    matched = int(((overlap / union > threshold) & objects).sum())
+    predicted, true = int((p_ids > 0).sum()), int((g_ids > 0).sum())
     precision = matched / predicted if predicted else float(true == 0)
     recall = matched / true if true else float(predicted == 0)
     f1 = 2 * matched / (predicted + true) if predicted + true else 1.0

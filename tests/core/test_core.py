@@ -202,9 +202,17 @@ def test_training_yields_events_learns_and_stops(small_volume):
     assert config["architecture"]["num_classes"] == 2 and len(config["training"]["history"]) > 0
     json.dumps(config)  # the config is JSON-able as saved
 
-    calls = []
-    stopped = train(image, strokes, TrainConfig(**{**TINY, "iterations": 1000}),
-                    should_stop=lambda: len(calls) > 3 or calls.append(1))
+    steps: list = []  # the steps done, as they come (stage 1 polls should_stop too)
+    run = iter_train(image, strokes, TrainConfig(**{**TINY, "iterations": 1000}),
+                     should_stop=lambda: len(steps) >= 4)
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as done:
+            stopped = done.value
+            break
+        if isinstance(event, TrainEvent):
+            steps.append(event)
     assert stopped.stopped and stopped.steps == 4
 
 

@@ -65,6 +65,8 @@ def test_the_class_report_has_every_score():
                               multilabel=True, surface=False)
     assert set(multilabel) == {1, 2} and multilabel[2]["dice"] == 1.0
     assert "hd95" not in multilabel[1]
+    wide = class_report(pred.astype(np.uint64), truth.astype(np.uint64), surface=False)
+    assert wide[2]["dice"] == pytest.approx(row["dice"])  # uint64 labels (zarr's) work
 
 
 def test_object_f1_matches_objects_at_iou_one_half():

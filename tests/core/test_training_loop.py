@@ -23,9 +23,10 @@ FAST = dict(iterations=24, batch_size=1, patch_size=(8, 16, 16), base_channels=4
             num_threads=1, two_stage=False)
 
 
-def run(gen):
-    """Exhaust a training generator; return (events, previews, result)."""
-    events, previews = [], []
+def run(gen, events=None):
+    """Exhaust a training generator; return (events, previews, result). ``events``: a list
+    that the training events are appended to as they come (a ``should_stop`` may read it)."""
+    events, previews = ([] if events is None else events), []
     while True:
         try:
             event = next(gen)
@@ -40,13 +41,9 @@ def test_a_stopped_run_continues_exactly_where_it_stopped(small_volume, two_stag
     config = TrainConfig(**{**FAST, "two_stage": two_stage}, seed=5)
     whole = train(image, strokes, config)
 
-    steps = []
-
-    def stop_after_nine():
-        steps.append(1)
-        return len(steps) > 9  # read before each step
-
-    _, _, part = run(iter_train(image, strokes, config, should_stop=stop_after_nine))
+    seen: list = []  # the events so far (stage 1 polls should_stop too: count the steps)
+    _, _, part = run(iter_train(image, strokes, config, should_stop=lambda: sum(
+        isinstance(e, TrainEvent) for e in seen) >= 9), seen)
     assert part.stopped and part.steps == 9 and part.resume.step == 9
     assert part.model.config["training"]["steps_done"] == 9
 

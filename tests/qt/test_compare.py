@@ -51,3 +51,9 @@ def test_compare_scores_a_prediction_against_the_ground_truth(sample_widget, qtb
     compare.prediction.value = viewer.layers["small"]
     compare.run()
     assert "shape" in widget.status.value and not compare.running
+    import dask.array as da
+
+    lazy = viewer.add_labels(da.from_array(guess), name="lazy", scale=truth.scale)
+    compare.prediction.value = lazy
+    compare.run()
+    assert "lazily" in widget.status.value and not compare.running

@@ -99,6 +99,10 @@ def test_the_class_list_names_colours_and_adds_classes(sample_widget, qtbot):
     assert widget.labels_choice.value is fresh
     assert classes.names() == ["background", "nuclei", "tube"]
     assert CLASS_NAMES_KEY not in fresh.metadata
+    classes.rename(3, "vessel")  # the others keep the names shown (the model's)
+    assert fresh.metadata[CLASS_NAMES_KEY] == ["background", "nuclei", "vessel"]
+    classes.rename(3, "")  # an empty name gives back the default
+    assert classes.names() == ["background", "nuclei", "class 3"]
 
 
 def test_the_class_list_is_for_multiclass_only(sample_widget):
