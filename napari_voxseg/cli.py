@@ -1,4 +1,5 @@
-"""``python -m napari_voxseg train | predict | evaluate | demo`` (see docs/architecture.md).
+"""``python -m napari_voxseg train | predict | evaluate | suggest | export | demo`` (see
+docs/architecture.md).
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2; no traceback and no
 output file is left behind.
@@ -195,10 +196,12 @@ def _say_settings(config) -> None:
 
 
 def main(argv=None) -> int:
+    from .cli_export import cmd_export
     from .cli_predict import cmd_predict
+    from .cli_suggest import cmd_suggest
 
     parser = build_parser(train=cmd_train, predict=cmd_predict, evaluate=cmd_evaluate,
-                          demo=cmd_demo)
+                          suggest=cmd_suggest, export=cmd_export, demo=cmd_demo)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     from .core.errors import VoxSegError

@@ -199,6 +199,45 @@ def build_parser(**commands) -> argparse.ArgumentParser:
                    help=f"regression: compare only where nonzero ({READS})")
     p.set_defaults(func=commands["evaluate"])
 
+    p = sub.add_parser("suggest", parents=[chatter],
+                       help="where to paint next: the slices where new strokes would teach "
+                            "the model most (uncertain, where its two stages disagree, far "
+                            "from painted slices)")
+    p.add_argument("model", help="model folder")
+    p.add_argument("image", help=f"the volume being annotated ({READS})")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABELS",
+                   help="the strokes painted so far (multi-label: one volume per class), so "
+                        f"that painted slices and their neighbours rank low ({READS})")
+    p.add_argument("--top", type=int, default=5, help="how many slices to name (default 5)")
+    p.add_argument("--axis", default="z", choices=("z", "y", "x"),
+                   help="the axis the slices are taken along (default z)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--channel-axis", type=int, default=None,
+                   help="the image's channel axis, for 4D files that do not say")
+    p.add_argument("--voxel-size", default=None, help="Z,Y,X (default: from the image file)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(func=commands["suggest"])
+
+    from .core.export import FORMATS, SUFFIXES
+
+    p = sub.add_parser("export", parents=[chatter],
+                       help="write a saved model for other frameworks: TorchScript or ONNX "
+                            "(with a JSON of how to use it) or a bioimage.io package")
+    p.add_argument("model", help="the model folder that train --out or Save model wrote")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True,
+                   help="the file to write: " + ", ".join(
+                       f"{f} {s}" for f, s in SUFFIXES.items()) +
+                        " (TorchScript and ONNX also write <out>.json beside it)")
+    p.add_argument("--image", default=None,
+                   help="bioimageio: a volume to cut the package's test input and cover from "
+                        f"(default: voxseg's sample): {READS}")
+    p.add_argument("--author", default=None,
+                   help="bioimageio: the package's author (default: your user name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files an earlier export wrote")
+    p.set_defaults(func=commands["export"])
+
     p = sub.add_parser("demo", parents=[chatter],
                        help="open napari with the sample and the widget (headless: train, "
                             "predict, write the prediction and a screenshot)")

@@ -80,11 +80,13 @@ class Compare:
         """Until the user picks: the newest result layer (a prediction) against the newest
         layer marked as ground truth (the sample's)."""
         from .form import is_ground_truth
-        from .results import RESULT_KEY
+        from .results import HINT_KEY, RESULT_KEY
 
         labels = [layer for _, layer in self._labels()]
-        # a prediction of classes: not its objects (instance ids), not a lazy or time series
+        # a prediction of classes: not its objects (instance ids), not a lazy or time series,
+        # not Paint next's region
         results = [layer for layer in labels if layer.metadata.get(RESULT_KEY)
+                   and not layer.metadata.get(HINT_KEY)
                    and " objects" not in layer.name and _comparable(layer) is None]
         truths = [layer for layer in labels if is_ground_truth(layer)]
         with self.choosing():

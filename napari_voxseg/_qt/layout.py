@@ -118,7 +118,7 @@ class FittingScroll(QScrollArea):
 def lay_out(widget) -> dict[str, Section]:
     """Lay out the VoxSeg dock ``widget`` (a magicgui container) in a scroll area: the
     sections Data and Training (folded), the run's buttons and report (always shown), then the
-    sections Prediction, Compare (folded) and Model. Returns the sections by title."""
+    sections Prediction, Paint next, Compare (folded) and Model. Returns the sections by title."""
     form = widget.form
     sections = {
         "Data": Section("Data", [
@@ -133,8 +133,10 @@ def lay_out(widget) -> dict[str, Section]:
             form.two_stage, form.device, form.preview_every], expanded=False),
         "Prediction": Section("Prediction", [
             form.outputs, form.objects, widget.predict_buttons]),
+        "Paint next": Section("Paint next", widget.paint_next.fields),
         "Compare": Section("Compare", widget.compare.fields, expanded=False),
-        "Model": Section("Model", [widget.model_buttons, widget.model_info]),
+        "Model": Section("Model", [widget.model_buttons, widget.exporter.row,
+                                   widget.model_info]),
     }
     run = Container(widgets=[widget.buttons, widget.progress, widget.status,
                              widget.validation], labels=True)
@@ -147,7 +149,8 @@ def lay_out(widget) -> dict[str, Section]:
     layout = QVBoxLayout(content)
     layout.setContentsMargins(0, 0, 4, 0)
     for part in (sections["Data"].collapsible, sections["Training"].collapsible, run.native,
-                 sections["Prediction"].collapsible, sections["Compare"].collapsible,
+                 sections["Prediction"].collapsible, sections["Paint next"].collapsible,
+                 sections["Compare"].collapsible,
                  sections["Model"].collapsible):
         layout.addWidget(part)
     layout.addStretch(1)

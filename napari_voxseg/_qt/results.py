@@ -18,6 +18,7 @@ from ..core import dice_per_class
 
 # In the metadata of every result layer: not an image to predict (Predict all open images).
 RESULT_KEY = "voxseg_result"
+HINT_KEY = "voxseg_hint"  # a result layer that is no prediction (Paint next's region)
 
 # Multi-label layers: 1 = absent (grey in annotations, hidden in predictions), 2 = present.
 _CLASS_COLOURS = ["#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

@@ -3,15 +3,18 @@
 The widget wires together parts with one job each:
 
 - :mod:`.form`: the fields, which follow the task (each also an attribute of the widget);
-- :mod:`.layout`: the sections (Data, Training, Prediction, Model) they fold into;
+- :mod:`.layout`: the sections (Data, Training, Prediction, Paint next, Compare, Model) they
+  fold into;
 - :mod:`.classes`: the class list (colours, names, "+ class");
 - :mod:`.compare`: the Compare section (scores of a prediction against a ground truth);
+- :mod:`.paint_next`: the Paint next section (the slices to annotate next);
 - :mod:`.inputs`: reading the form into a checked run (TrainConfig and copies of the layers);
 - :mod:`.session`: the background worker and what it shares with the main thread;
 - :mod:`.report`: what a run shows (progress, status, loss curve, previews, final layers);
 - :mod:`.results`: the layers that show predictions, probabilities and uncertainty;
 - :mod:`.view`: the region in view, which live previews predict;
-- :mod:`.model_files`: Save model... and Load model... (with :mod:`.dialogs`)
+- :mod:`.model_files`: Save model... and Load model... (with :mod:`.dialogs`);
+- :mod:`.export_model`: Export model... (TorchScript, ONNX, bioimage.io)
 
 and keeps the model (trained or loaded). Layers are read on the main
 thread (copies go to the worker) and changed only in the session's handlers, on the main
@@ -36,10 +39,12 @@ from ..core.tasks import task_of
 from . import inputs
 from .classes import ClassList
 from .compare import Compare
+from .export_model import ModelExport
 from .form import Form
 from .layout import lay_out
 from .live_overlay import LiveOverlay
 from .model_files import ModelFiles
+from .paint_next import PaintNext
 from .predict_all import PredictAll
 from .report import RunReport
 from .results import ResultLayers, class_names
@@ -88,6 +93,10 @@ class VoxSegWidget(ModelFiles, Container):
         self.training_set = self.form.training_set = TrainingSet(napari_viewer, self.form)
         self.class_list = self.form.class_list = ClassList(self.form, self._model_class_names)
         self.compare = Compare(napari_viewer, self.report.say)
+        self.paint_next = PaintNext(napari_viewer, self.form, lambda: self._model,
+                                    self.report.say)
+        self.exporter = ModelExport(napari_viewer, self.form, lambda: self._model,
+                                    self.report.say)
         self.validation = self.report.validation
         self.sections = lay_out(self)
         self._connect()
@@ -315,7 +324,10 @@ class VoxSegWidget(ModelFiles, Container):
                                      + (f"; kept {kept} (better on held-out strokes)"
                                         if kept else ""))
         task = task_of(self._model.config) if self._model is not None else None
-        self.report.returned(self.session.job, result, prediction, task)
+        job = self.session.job
+        self.report.returned(job, result, prediction, task)
+        if job is not None and job.kind == "predict" and prediction is not None:
+            self.paint_next.after_prediction()
 
     # ---- result layers (see results.ResultLayers) -----------------------------------------
     def show_result(self, image_layer, prediction, region=None) -> list:

@@ -25,6 +25,7 @@ from .folders import is_zarr_store, recover_folder
 from .paths import WRITE_SUFFIXES, suffix_of
 
 FILE, ZARR, MODEL = "file", "zarr", "model"
+EXPORT = "export"  # a file an export writes; its caller checks the suffix
 # Written into the attributes of every .zarr store voxseg writes: only those may be replaced.
 ZARR_MARK = "napari_voxseg"
 OVERWRITE_HINT = "--overwrite on the command line, overwrite=True in Python"
@@ -107,7 +108,7 @@ def _check_existing(path: Path, kind: str, overwrite: bool) -> None:
     if not os.path.lexists(path) or _is_empty_folder(path):
         return
     what = {MODEL: "a voxseg model", ZARR: "a zarr store that voxseg wrote"}.get(kind)
-    if kind == FILE:
+    if kind in (FILE, EXPORT):
         if path.is_dir():
             raise VoxSegError(f"{path} is a folder; give a file name for the output")
     elif not path.is_dir():

@@ -26,7 +26,8 @@ def test_the_dock_folds_into_sections_and_leaves_the_canvas_room(make_napari_vie
     window = viewer.window._qt_window
     # The form took 42% of a 1400-px window before it folded and its choices could shrink.
     assert widget.native.width() <= 0.3 * window.width()
-    assert list(widget.sections) == ["Data", "Training", "Prediction", "Compare", "Model"]
+    assert list(widget.sections) == ["Data", "Training", "Prediction", "Paint next", "Compare",
+                                     "Model"]
     assert widget.sections["Data"].expanded and not widget.sections["Training"].expanded
     assert _seen(widget.image_choice) and not _seen(widget.iterations)
     assert _seen(widget.train_button)  # the run's buttons are never folded away
