@@ -10,8 +10,9 @@ slices each way needs to reach a given Dice.
 Each case starts from the seeded skeleton strokes (benchmarks/scribbles.py) of its middle slice;
 every round adds the strokes of one more Z slice (each slice's strokes drawn on their own,
 seeded by the slice, so a slice gets the same strokes whoever chose it). The model after each
-round is the engine fitted on the strokes so far (``stage1``: the instant classifier, seconds a
-round; ``two_stage``: the whole engine, minutes a round), scored on the whole volume (mean Dice
+round is the engine fitted on the strokes so far (``stage1``: the instant classifier on all
+strokes, its forest and MLP mixed as by default, seconds a round; ``two_stage``: the whole
+engine, minutes a round), scored on the whole volume (mean Dice
 over classes). The suggestion ranks the slices with :func:`napari_voxseg.core.suggest.
 rank_slices` from that model's probabilities (and stage 1's, for the two stages) and the
 painted slices, as ``voxseg suggest`` does.
@@ -38,9 +39,9 @@ from scribbles import case_names, load_case, skeleton_strokes  # noqa: E402
 
 from napari_voxseg.core.infer import iter_predict, run_to_end  # noqa: E402
 from napari_voxseg.core.metrics import dice_per_class  # noqa: E402
+from napari_voxseg.core.stage1 import fit_stage1  # noqa: E402
 from napari_voxseg.core.suggest import disagreement, entropy, rank_slices  # noqa: E402
 from napari_voxseg.core.train import TrainConfig, train  # noqa: E402
-from napari_voxseg.core.two_stage import fit_validated_stage1  # noqa: E402
 
 STRATEGIES = ("suggest", "evenly", "random0", "random1", "random2")
 COLOURS = {"suggest": "#d62728", "evenly": "#1f77b4", "random": "#888888"}
@@ -52,9 +53,10 @@ def slice_strokes(truth: np.ndarray, z: int, seed: int) -> np.ndarray:
 
 def fit_predict(engine: str, case, strokes: np.ndarray, k: int, iterations: int, seed: int):
     """(probabilities (K, Z, Y, X), stage 1's probabilities or None)."""
-    if engine == "stage1":
-        model = fit_validated_stage1(case.image, strokes, k, case.voxel_size, seed=seed)
-        return model.predict_proba(case.image), None
+    if engine == "stage1":  # the instant classifier on all strokes (its default mix)
+        model = fit_stage1(case.image, strokes, case.voxel_size, seed=seed, num_classes=k,
+                           threads=None)
+        return model.predict_proba(case.image, threads=None), None
     config = TrainConfig(iterations=iterations, seed=seed, num_classes=k)
     model = train(case.image, strokes, config, voxel_size=case.voxel_size).model
     result = run_to_end(iter_predict(model, case.image, probabilities=True))
@@ -78,6 +80,9 @@ def run_case(name: str, rounds: int, engine: str, iterations: int, seed: int) ->
     truth, k = case.truth, int(case.truth.max())
     n = truth.shape[0]
     points = []
+    if n < 2 * (rounds + 1):
+        print(f"# {name}: {n} slices, too few to choose {rounds} more from; skipped")
+        return []
     for strategy in STRATEGIES:
         rng = np.random.default_rng(int(strategy[-1]) if strategy.startswith("random") else 0)
         painted = [n // 2]

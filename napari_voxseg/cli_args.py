@@ -235,7 +235,7 @@ def build_parser(**commands) -> argparse.ArgumentParser:
     p.add_argument("--author", default=None,
                    help="bioimageio: the package's author (default: your user name)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace files an earlier export wrote")
+                   help="replace the output file (and its .json) if it exists")
     p.set_defaults(func=commands["export"])
 
     p = sub.add_parser("demo", parents=[chatter],

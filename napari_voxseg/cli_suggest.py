@@ -44,6 +44,10 @@ def cmd_suggest(args) -> int:
                           "suggestions": [s.as_dict() for s in result.suggestions]}))
         return 0
     painted = ", ".join(map(str, result.painted)) or "none"
+    if not result.suggestions:
+        print(f"no slice to suggest along {args.axis.upper()}: every slice is painted "
+              f"({painted}) or the model has no doubt anywhere")
+        return 0
     print(f"paint next, along {args.axis.upper()} (slices painted: {painted}):")
     print(f"{'rank':>4}  {'slice':>5}  {'score':>6}  {'uncertainty':>11}  "
           f"{'disagreement':>12}  {'from painted':>12}")

@@ -48,9 +48,11 @@ class ModelExport:
         path, _ = QFileDialog.getSaveFileName(None, "Export the model", f"model{suffix}",
                                               f"{LABELS[fmt]} (*{suffix})")
         if path:
-            path = Path(path)
-            path = path if path.suffix.lower() == suffix else path.with_name(path.name + suffix)
-            self.export(path, overwrite=path.exists())  # the dialog asked before replacing
+            chosen = Path(path)
+            path = chosen if chosen.suffix.lower() == suffix else \
+                chosen.with_name(chosen.name + suffix)
+            # The dialog asked before replacing the file it returned, and only that one.
+            self.export(path, overwrite=path == chosen and chosen.exists())
 
     def export(self, path, fmt: str | None = None, *, overwrite: bool = False) -> bool:
         """Export the model to ``path`` in a background thread; False (and a line in the
@@ -70,8 +72,10 @@ class ModelExport:
         self.say(f"exporting the model as {fmt}...")
         worker = create_worker(_export, model, path, fmt, overwrite=overwrite,
                                inputs=sources, image=self._sample_image(model),
-                               _start_thread=False)
+                               _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self.say)
+        worker.errored.connect(lambda exc: self.say(
+            f"could not export: {type(exc).__name__}: {exc}"))
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
@@ -98,6 +102,6 @@ def _export(model, path, fmt, **kwargs) -> str:
         paths = export_model(model, path, fmt, **kwargs)
     except VoxSegError as exc:
         return f"could not export: {exc}"
-    except (OSError, RuntimeError) as exc:  # a full disk, an operator the exporter lacks
-        return f"could not export: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # a full disk, an operator the exporter lacks: said, not raised
+        return f"could not export: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     return "exported to " + " and ".join(str(p) for p in paths)

@@ -29,6 +29,7 @@ class PaintNext:
 
     def __init__(self, viewer, form, model, say):
         self.viewer, self.form, self.model, self.say = viewer, form, model, say
+        self._cancelled = False  # a run started, or the dock closed: the ranking is dropped
         self.suggest_button = PushButton(text="Suggest slices",
                                          tooltip="Rank the slices along the axis in view by "
                                                  "how much strokes there would teach the "
@@ -61,10 +62,15 @@ class PaintNext:
     def axis_in_view(self, layer) -> int:
         """The layer's spatial axis (0 = Z) the 2D view slices along; Z in a 3D view."""
         dims = self.viewer.dims
-        if dims.ndisplay != 2 or not dims.not_displayed:
+        first = dims.ndim - 3  # the viewer axis of the layer's Z (time or channels before)
+        sliced = [a - first for a in dims.not_displayed if a >= first]
+        if dims.ndisplay != 2 or not sliced:
             return 0
-        axis = dims.not_displayed[-1] - (dims.ndim - layer.ndim)  # viewer axis -> layer axis
-        return min(max(axis - (layer.ndim - 3), 0), 2)
+        return sliced[-1]
+
+    def cancel(self) -> None:
+        """Drop the ranking under way (a run starts, or the dock closes)."""
+        self._cancelled = True
 
     def after_prediction(self) -> None:
         """A prediction was shown: rank again if asked to and the model has classes."""
@@ -86,32 +92,41 @@ class PaintNext:
                 self.say(str(exc))
             return
         layer = run.image_layer
-        strokes = self._strokes(run.image.shape[-3:])
+        strokes = self._strokes(run.image.shape[-3:], task_of(model.config))
         axis = self.axis_in_view(layer)
         self.suggest_button.enabled = False
+        self._cancelled = False
         self.say(f"ranking the slices of {layer.name} along {AXIS_NAMES[axis]}...")
         worker = create_worker(suggest, model, run.image, strokes, axis=axis, top=5,
-                               voxel_size=run.voxel_size, _start_thread=False)
+                               voxel_size=run.voxel_size, resample=run.resample,
+                               should_stop=lambda: self._cancelled, _start_thread=False,
+                               _ignore_errors=True)
         worker.returned.connect(lambda result: self._show(layer, result))
-        worker.errored.connect(lambda exc: self.say(
-            f"could not rank the slices: {exc or type(exc).__name__}"))
+        worker.errored.connect(self._failed)
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
 
-    def _strokes(self, shape) -> np.ndarray | None:
-        """A copy of the strokes (multi-class annotations of the image's shape), or None."""
-        layer = self.form.labels_choice.value
-        if layer is None or tuple(layer.data.shape) != tuple(shape):
+    def _failed(self, exc) -> None:
+        if not self._cancelled:
+            self.say(f"could not rank the slices: {exc or type(exc).__name__}")
+
+    def _strokes(self, shape, task: str) -> np.ndarray | None:
+        """A copy of the strokes of the image's shape (multi-label: one per class), or None."""
+        layers = (list(self.form.multi_labels.value or []) if task == "multilabel"
+                  else [self.form.labels_choice.value])
+        data = [np.asarray(layer.data) for layer in layers if layer is not None
+                and tuple(layer.data.shape) == tuple(shape)]
+        if not data:
             return None
-        return np.array(layer.data)
+        return np.stack(data) if task == "multilabel" else data[0].copy()
 
     def _done(self) -> None:
         self.suggest_button.enabled = True
         self._worker = None
 
     def _show(self, layer, result) -> None:
-        if result is None:
+        if result is None or self._cancelled:
             return
         self._image_layer = layer
         self.suggestions, self.uncertainty = result.suggestions, result.uncertainty
@@ -123,6 +138,10 @@ class PaintNext:
             item = QListWidgetItem(f"{AXIS_NAMES[s.axis]} slice {s.slice}  "
                                    f"(score {s.score:.2f}: {', '.join(parts)})")
             self.list.addItem(item)
+        if not self.suggestions:
+            self.say("paint next: no slice to suggest (every slice is painted, or the model "
+                     "has no doubt anywhere)")
+            return
         painted = ", ".join(map(str, result.painted)) or "none"
         self.say("paint next: " + ", ".join(f"slice {s.slice}" for s in self.suggestions)
                  + f" (painted: {painted}); click one to go there")

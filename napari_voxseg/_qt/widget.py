@@ -157,6 +157,7 @@ class VoxSegWidget(ModelFiles, Container):
         self.session.finished.connect(self._refresh_buttons)
         # Closing the window asks napari's task manager to cancel running tasks first.
         self.native.destroyed.connect(self.session.abandon_quietly)
+        self.native.destroyed.connect(self.paint_next.cancel)
 
     def _layers_changed(self, _event=None) -> None:
         """Offer the layers there are; default the annotations and the ground truth."""
@@ -301,12 +302,14 @@ class VoxSegWidget(ModelFiles, Container):
     def stop(self) -> None:
         """Stop training after the current step; the best model so far is kept and applied."""
         self.predict_all.stop()
+        self.paint_next.cancel()
         if self.running:
             self.session.stop()
             self.report.say("stopping...")
 
     def _start(self, job: Job, function, *args, total: int = 0, **kwargs) -> None:
         self.live.value = False  # the run's result is not to be replaced by stage 1's
+        self.paint_next.cancel()  # the run needs the CPU (or GPU), and changes what is ranked
         self.report.begin(training=job.kind == "train", continued=job.first_step > 0)
         self.session.start(job, function, *args, total=total, **kwargs)
         self._refresh_buttons()

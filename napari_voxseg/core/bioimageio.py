@@ -31,7 +31,9 @@ from .folders import replacing_file
 from .models import divisors, model_config
 from .tasks import task_info
 
-EPS = 1e-6  # scale_range's: (x - low) / (high - low + eps)
+# scale_range's (x - low) / (high - low + eps); voxseg divides by high - low alone, so the
+# smallest eps keeps images with a tiny intensity range normalized as voxseg does.
+EPS = 1e-12
 # The 3D U-Net paper, which the network follows.
 CITATION = ("Çiçek et al. 3D U-Net: learning dense volumetric segmentation from sparse "
             "annotation. MICCAI 2016", "10.1007/978-3-319-46723-8_49")
@@ -195,8 +197,20 @@ def export_bioimageio(model: torch.nn.Module, out, *, image=None,
     return out
 
 
-def _identifier(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in text) or "class"
+def _identifiers(names: list[str]) -> list[str]:
+    """Channel names as bioimage.io takes them: Python identifiers, no keywords, unique."""
+    import keyword
+
+    out: list[str] = []
+    for name in names:
+        ident = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "class"
+        if not ident.isidentifier() or keyword.iskeyword(ident) or \
+                keyword.issoftkeyword(ident):
+            ident = f"c_{ident}"
+        while ident in out:
+            ident += "_"
+        out.append(ident)
+    return out
 
 
 def _describe(spec, work: Path, config: dict, names: list[str], task: str, channels: int,
@@ -225,7 +239,7 @@ def _describe(spec, work: Path, config: dict, names: list[str], task: str, chann
         id=out_id, description="values" if task == "regression" else
         f"{'softmax' if task == 'multiclass' else 'sigmoid'} probability of each class",
         axes=[spec.BatchAxis(),
-              spec.ChannelAxis(channel_names=[spec.Identifier(_identifier(n)) for n in names]),
+              spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in _identifiers(names)]),
               *(spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(
                   tensor_id=raw_id, axis_id=spec.AxisId(a))) for a in axes)],
         test_tensor=spec.FileDescr(source=work / "test_output.npy"),

@@ -140,13 +140,18 @@ def describe(model: torch.nn.Module, fmt: str, file: str, *, opset: int | None =
         "normalization": {
             "method": "percentile", "low": norm["low"], "high": norm["high"],
             "formula": "per image channel: (x - percentile(x, low)) / (percentile(x, high) - "
-                       "percentile(x, low)), the percentiles of the whole image",
+                       "percentile(x, low)), the percentiles of the whole image (voxseg takes "
+                       "them from at most 2,000,000 voxels, every n-th); a channel whose two "
+                       "percentiles are equal is only shifted",
         },
         "tiling": {
             "patch_size": config["patch_size"],
             "overlap": DEFAULT_OVERLAP,
             "blending": "Gaussian-weighted mean of the activated outputs "
                         "(probabilities), sigma 1/8 of the patch",
+            "small_volumes": "along an axis shorter than the patch, the tile is the volume's "
+                             "size rounded up to spatial_multiple_of, the volume padded with "
+                             "its normalized minimum",
         },
         "voxel_size": config.get("voxel_size"),
         "exported_by": f"napari-voxseg {__version__}",
@@ -160,7 +165,8 @@ def describe(model: torch.nn.Module, fmt: str, file: str, *, opset: int | None =
             "what": "voxseg's first stage (a filter bank and a random forest + MLP); its "
                     "class probabilities of the whole image are input channels "
                     f"{channels}..{channels + len(classes) - 1}. Compute them with "
-                    "napari_voxseg (load_model(folder).stage1.predict_proba(image))",
+                    "napari_voxseg (load_model(folder).stage1.predict_proba(image, "
+                    "voxel_size=the image's voxel size))",
             "settings": stage1,
         }
     return description
@@ -185,17 +191,25 @@ def export_model(model: torch.nn.Module, out, fmt: str, *, overwrite: bool = Fal
     config = model_config(model)
     net = network_of(model)
     example = example_input(model)
-    with replacing_file(path) as tmp:
-        if fmt == "torchscript":
-            save_torchscript(to_torchscript(net, example), tmp)
-            opset = None
-        else:
-            to_onnx(net, example, tmp, divisors(config["architecture"]))
-            opset = ONNX_OPSET
-    assert sidecar is not None
+    opset = ONNX_OPSET if fmt == "onnx" else None
     text = json.dumps(describe(model, fmt, path.name, opset=opset), indent=2, allow_nan=False)
-    with replacing_file(sidecar) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+    assert sidecar is not None
+    try:
+        # The JSON is renamed into place just before the network, so a failure while the
+        # network is written leaves the earlier pair as it was.
+        with replacing_file(path) as net_file:
+            if fmt == "torchscript":
+                save_torchscript(to_torchscript(net, example), net_file)
+            else:
+                to_onnx(net, example, net_file, divisors(config["architecture"]))
+            with replacing_file(sidecar) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    except OSError as exc:
+        raise VoxSegError(f"could not write {path}: {exc.strerror or exc}; choose a folder you "
+                          "can write to") from None
+    except RuntimeError as exc:  # the exporter met something it cannot write
+        raise VoxSegError(f"the {fmt} exporter failed ({str(exc).splitlines()[0][:300]})"
+                          ) from None
     return [path, sidecar]
 
 

@@ -17,7 +17,9 @@ Each slice along ``axis`` gets one score from three things a person would weigh:
 
 ``score = (uncertainty + disagreement) * distance``. The slices are chosen one at a time, each
 counted as painted when the next is chosen, so the list spreads over the volume instead of
-naming five neighbours of one confusing slice.
+naming five neighbours of one confusing slice; a slice that scores 0 (painted, or with no
+doubt at all) is never named. Strokes painted in the planes of another axis (on Z slices, when
+Y slices are ranked) cross most slices of this one: then none counts as painted.
 """
 
 from __future__ import annotations
@@ -81,14 +83,18 @@ def disagreement(first: np.ndarray, second: np.ndarray, task: str = "multiclass"
 
 
 def painted_slices(strokes: np.ndarray | None, axis: int) -> list[int]:
-    """The slices along ``axis`` that hold any stroke (multi-label: any class's)."""
+    """The slices along ``axis`` the user painted in (multi-label: any class's strokes).
+
+    Strokes painted in the planes of another axis cross most slices of this one (strokes on a
+    few Z slices touch nearly every Y slice); when more than half the slices along ``axis``
+    hold strokes they were painted across it, and none counts as painted in it."""
     if strokes is None:
         return []
     strokes = np.asarray(strokes)
-    spatial = strokes.reshape(-1, *strokes.shape[-3:]).any(axis=0) if strokes.ndim == 4 \
-        else strokes != 0
+    spatial = np.any(strokes.reshape(-1, *strokes.shape[-3:]) != 0, axis=0)
     others = tuple(a for a in range(3) if a != axis)
-    return [int(i) for i in np.flatnonzero(np.any(spatial, axis=others))]
+    slices = [int(i) for i in np.flatnonzero(np.any(spatial, axis=others))]
+    return slices if len(slices) <= spatial.shape[axis] // 2 else []
 
 
 def _distance_factor(n: int, painted: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -104,8 +110,7 @@ def rank_slices(uncertainty: np.ndarray, disagree: np.ndarray | None = None, *,
                 painted: Sequence[int] = (), axis: int = 0, top: int = 5) -> list[Suggestion]:
     """The ``top`` slices along ``axis`` by score (see the module docstring), best first, from
     per-voxel ``uncertainty`` (Z, Y, X) and ``disagree`` (or None), chosen one at a time."""
-    if top < 1:
-        raise VoxSegError(f"--top must be at least 1, not {top}")
+    check_top(top)
     others = tuple(a for a in range(3) if a != axis)
     mean_u = np.asarray(uncertainty, np.float64).mean(axis=others)
     mean_d = None if disagree is None else np.asarray(disagree, np.float64).mean(axis=others)
@@ -118,8 +123,8 @@ def rank_slices(uncertainty: np.ndarray, disagree: np.ndarray | None = None, *,
         score = base * factor
         score[[s.slice for s in chosen]] = -1.0
         best = int(np.argmax(score))
-        if score[best] <= 0 and chosen:
-            break  # every slice left is painted or already named
+        if score[best] <= 0:
+            break  # every slice left is painted, already named or without doubt
         _, first_nearest = _distance_factor(n, list(painted))
         chosen.append(Suggestion(
             slice=best, axis=axis, score=float(max(score[best], 0.0)),
@@ -128,6 +133,12 @@ def rank_slices(uncertainty: np.ndarray, disagree: np.ndarray | None = None, *,
             nearest_painted=None if first_nearest is None else int(first_nearest[best])))
         taken.append(best)
     return chosen
+
+
+def check_top(top: int) -> int:
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise VoxSegError(f"--top must be a whole number of at least 1, not {top!r}")
+    return top
 
 
 def uncertain_region(uncertainty: np.ndarray, suggestion: Suggestion,
@@ -143,12 +154,14 @@ def uncertain_region(uncertainty: np.ndarray, suggestion: Suggestion,
 
 def suggest(model: torch.nn.Module, image, strokes: np.ndarray | None = None, *, axis: int = 0,
             top: int = 5, voxel_size: Sequence[float] | None = None,
-            device: str | torch.device | None = None,
+            device: str | torch.device | None = None, resample: bool = False,
             should_stop: Callable[[], bool] | None = None,
             on_event: Callable[[object], object] | None = None) -> SuggestResult | None:
     """Predict ``image`` ((Z, Y, X) or (C, Z, Y, X)) with ``model`` and rank its slices along
     ``axis`` (0 = Z) for painting next, given the ``strokes`` painted so far (same spatial
-    shape; multi-label: one volume per class). None when stopped."""
+    shape; multi-label: one volume per class). ``resample``: as :func:`.infer.iter_predict`.
+    None when ``should_stop()`` stopped the prediction; a stop during stage 1 raises
+    :class:`.StoppedEarly`."""
     from .data import check_image
     from .infer import iter_predict, run_to_end
 
@@ -159,23 +172,25 @@ def suggest(model: torch.nn.Module, image, strokes: np.ndarray | None = None, *,
                           "'where to paint next' needs a multi-class or multi-label model")
     if axis not in (0, 1, 2):
         raise VoxSegError(f"the axis must be 0 (Z), 1 (Y) or 2 (X), not {axis}")
+    check_top(top)
     image = check_image(image)
     shape = image.shape[-3:]
     if strokes is not None and tuple(np.shape(strokes)[-3:]) != tuple(shape):
         raise VoxSegError(f"the labels have shape {tuple(np.shape(strokes))} but the image's "
                           f"spatial shape is {tuple(shape)}; give the labels painted on it")
     result = run_to_end(iter_predict(model, image, probabilities=True, device=device,
-                                     should_stop=should_stop, voxel_size=voxel_size),
-                        on_event)
+                                     should_stop=should_stop, voxel_size=voxel_size,
+                                     resample=resample), on_event)
     if result.cancelled:
         return None
     assert result.probabilities is not None
     per_voxel = entropy(result.probabilities, task.name)
     disagree = None
     stage1 = getattr(model, "stage1", None)
-    if stage1 is not None:
+    if stage1 is not None:  # on the image's grid, as the probabilities are
         first = stage1.predict_proba(image if image.ndim == 4 else image[None],
-                                     voxel_size=voxel_size, should_stop=should_stop)
+                                     voxel_size=voxel_size, should_stop=should_stop,
+                                     device=next(model.parameters()).device, threads=None)
         disagree = disagreement(first, result.probabilities, task.name)
     painted = painted_slices(strokes, axis)
     suggestions = rank_slices(per_voxel, disagree, painted=painted, axis=axis, top=top)

@@ -70,6 +70,22 @@ def test_entropy_disagreement_and_painted_slices():
     one_line_error(lambda: rank_slices(_volume(), top=0), "--top")
 
 
+def test_strokes_painted_across_an_axis_do_not_paint_its_slices():
+    strokes = np.zeros((20, 32, 32), np.uint8)
+    strokes[5, 2:30, 4:28] = 1  # two strokes on Z slices, crossing most Y and X slices
+    strokes[9, 3:29, 10] = 2
+    assert painted_slices(strokes, 0) == [5, 9]
+    assert painted_slices(strokes, 1) == [] and painted_slices(strokes, 2) == []
+    s = rank_slices(_volume(n=32), axis=1, painted=painted_slices(strokes, 1), top=5)
+    assert len(s) == 5
+
+
+def test_painted_or_certain_slices_are_never_named():
+    assert rank_slices(np.zeros((6, 4, 4), np.float32), top=3) == []
+    s = rank_slices(_volume(n=4), painted=[0, 1, 2, 3], top=2)
+    assert s == []
+
+
 @pytest.fixture(scope="module")
 def model(small_volume):
     image, _, strokes = small_volume

@@ -47,7 +47,7 @@ def test_paint_next_after_a_prediction(sample_widget, qtbot):
     viewer.dims.order = (1, 0, 2)
     paint.suggest_button.clicked.emit()
     qtbot.waitUntil(lambda: not paint.running, timeout=120_000)
-    assert all(s.axis == 1 for s in paint.suggestions)
+    assert len(paint.suggestions) == 5 and all(s.axis == 1 for s in paint.suggestions)
     paint.list.itemClicked.emit(paint.list.item(0))
     assert viewer.dims.current_step[1] == paint.suggestions[0].slice
 
@@ -58,7 +58,7 @@ def test_paint_next_without_a_model_says_so(sample_widget):
     assert "no model" in widget.status.value and not widget.paint_next.running
 
 
-def test_export_model_from_the_dock(sample_widget, qtbot, tmp_path):
+def test_export_model_from_the_dock(sample_widget, qtbot, tmp_path, monkeypatch):
     viewer, widget = sample_widget
     exporter = widget.exporter
     assert not exporter.export(tmp_path / "m.onnx", "onnx")  # no model yet
@@ -71,6 +71,15 @@ def test_export_model_from_the_dock(sample_widget, qtbot, tmp_path):
     # a two-stage model is no bioimage.io package: one line at once, no file
     assert not exporter.export(tmp_path / "m.zip", "bioimageio")
     assert "two-stage" in widget.status.value and not (tmp_path / "m.zip").exists()
-    # the file exists: refused unless the dialog asked
+    # the file exists: refused unless the dialog asked about that very file
     assert not exporter.export(tmp_path / "m.onnx", "onnx")
     assert "exists" in widget.status.value
+    before = (tmp_path / "m.onnx").read_bytes()
+    from qtpy.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(tmp_path / "m"), "")))
+    exporter.format.value = "onnx"
+    exporter.button.clicked.emit()  # "m" + ".onnx" exists, and no one was asked
+    assert "exists" in widget.status.value and not exporter.running
+    assert (tmp_path / "m.onnx").read_bytes() == before
