@@ -17,10 +17,11 @@ over classes). The suggestion ranks the slices with :func:`napari_voxseg.core.su
 rank_slices` from that model's probabilities (and stage 1's, for the two stages) and the
 painted slices, as ``voxseg suggest`` does.
 
-"Slices to reach" a case's target (the lower of what evenly and the suggestion reach after all
-rounds, less 0.005): the fewest painted slices after which the Dice stays at least the target;
-random's is the mean over its seeds. Prints one JSON line per round and strategy, a summary
-table, and writes the plot (needs matplotlib).
+"Slices to reach" a case's target (the median over the strategies of their final Dice, less
+0.005): the fewest painted slices after which the Dice stays at least the target; random's is
+the mean over its seeds. "Area": the mean Dice over the rounds after the first. Prints one JSON
+line per round and strategy, a summary table, and writes the plot (needs matplotlib);
+``--from-log`` summarizes and plots an earlier run's output again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scribbles import case_names, load_case, skeleton_strokes  # noqa: E402
+from scribbles import HELD_OUT, case_names, load_case, skeleton_strokes  # noqa: E402
 
 from napari_voxseg.core.infer import iter_predict, run_to_end  # noqa: E402
 from napari_voxseg.core.metrics import dice_per_class  # noqa: E402
@@ -116,20 +117,40 @@ def slices_to_reach(curve: list[float], target: float) -> int | None:
 
 
 def summarize(points: list[dict]) -> list[dict]:
+    """Per case: the mean Dice over the rounds after the first (the area under the curve), and
+    the painted slices each strategy needs to reach and keep the target: the median over the
+    strategies of their final Dice (a level most reach), less 0.005."""
     rows = []
     for name in dict.fromkeys(p["case"] for p in points):
         curves = {s: [p["mean"] for p in points if (p["case"], p["strategy"]) == (name, s)]
                   for s in STRATEGIES}
-        target = min(curves["suggest"][-1], curves["evenly"][-1]) - 0.005
+        target = float(np.median([c[-1] for c in curves.values()])) - 0.005
         reach = {s: slices_to_reach(c, target) for s, c in curves.items()}
-        randoms = [reach[s] for s in STRATEGIES if s.startswith("random")]
-        random_reach = None if None in randoms else float(np.mean(randoms))
+        randoms = [s for s in STRATEGIES if s.startswith("random")]
+        random_reach = [reach[s] for s in randoms]
+        area = {s: float(np.mean(c[1:])) for s, c in curves.items()}
         rows.append({
             "case": name, "target": round(target, 4), "suggest": reach["suggest"],
-            "evenly": reach["evenly"], "random": random_reach,
-            "final": {s: c[-1] for s, c in curves.items()},
-            "mean_over_rounds": {s: round(float(np.mean(c)), 4) for s, c in curves.items()}})
+            "evenly": reach["evenly"],
+            "random": None if None in random_reach else round(float(np.mean(random_reach)), 2),
+            "random_missed": sum(r is None for r in random_reach),
+            "area": {"suggest": round(area["suggest"], 4), "evenly": round(area["evenly"], 4),
+                     "random": round(float(np.mean([area[s] for s in randoms])), 4)},
+            "final": {s: c[-1] for s, c in curves.items()}})
     return rows
+
+
+def report(rows: list[dict], engine: str) -> None:
+    print(f"# {engine}: painted slices to reach and keep the target Dice (fewer is better; "
+          "'-' never), and the mean Dice over rounds 1..N (higher is better)")
+    print(f"# {'case':<18} {'target':>6} {'suggest':>7} {'evenly':>6} {'random':>6}   "
+          f"{'area: suggest':>13} {'evenly':>6} {'random':>6}")
+    for r in rows:
+        a = r["area"]
+        print(f"# {r['case']:<18} {r['target']:>6.3f} {r['suggest'] or '-':>7} "
+              f"{r['evenly'] or '-':>6} {r['random'] or '-':>6}   {a['suggest']:>13.4f} "
+              f"{a['evenly']:>6.4f} {a['random']:>6.4f}")
+        print(json.dumps({"summary": r}))
 
 
 def plot(points: list[dict], out: Path) -> None:
@@ -139,8 +160,12 @@ def plot(points: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = list(dict.fromkeys(p["case"] for p in points))
-    fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.3), squeeze=False)
-    for ax, name in zip(axes[0], cases):
+    columns = min(3, len(cases))
+    rows = -(-len(cases) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(cases):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, cases):
         for strategy in STRATEGIES:
             mine = [p for p in points if (p["case"], p["strategy"]) == (name, strategy)]
             kind = "random" if strategy.startswith("random") else strategy
@@ -148,11 +173,11 @@ def plot(points: list[dict], out: Path) -> None:
                     "o-" if kind != "random" else ".--", color=COLOURS[kind], markersize=4,
                     label=kind if strategy in ("suggest", "evenly", "random0") else None,
                     alpha=1 if kind != "random" else 0.6)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("painted slices")
+        ax.set_title(name + (" (held out)" if name in HELD_OUT else ""), fontsize=9)
+        ax.set_xlabel("painted slices", fontsize=8)
+        ax.set_ylabel("mean Dice", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean Dice")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    axes.flat[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -169,18 +194,18 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=TrainConfig.iterations)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/active_learning.png")
+    parser.add_argument("--from-log", default=None, metavar="FILE",
+                        help="summarize and plot the JSON lines an earlier run printed")
     args = parser.parse_args()
-    names = args.cases.split(",") if args.cases else case_names(args.held_out)
-    points = []
-    for name in names:
-        points += run_case(name, args.rounds, args.engine, args.iterations, args.seed)
-    rows = summarize(points)
-    print(f"# slices to reach the target Dice ({args.engine}; fewer is better)")
-    print(f"# {'case':<20} {'target':>7} {'suggest':>8} {'evenly':>7} {'random':>7}")
-    for r in rows:
-        print(f"# {r['case']:<20} {r['target']:>7.3f} {r['suggest'] or '-':>8} "
-              f"{r['evenly'] or '-':>7} {r['random'] or '-':>7}")
-        print(json.dumps({"summary": r}))
+    if args.from_log:
+        points = [json.loads(line) for line in Path(args.from_log).read_text().splitlines()
+                  if line.startswith('{"case"')]
+    else:
+        names = args.cases.split(",") if args.cases else case_names(args.held_out)
+        points = []
+        for name in names:
+            points += run_case(name, args.rounds, args.engine, args.iterations, args.seed)
+    report(summarize(points), args.engine)
     plot(points, Path(args.out))
 
 

@@ -132,11 +132,14 @@ class PaintNext:
         self.suggestions, self.uncertainty = result.suggestions, result.uncertainty
         self.list.clear()
         for s in self.suggestions:
-            parts = [f"uncertain {s.uncertainty:.2f}"]
+            parts = [f"uncertainty {s.uncertainty:.2f}"]
             if s.disagreement is not None:
                 parts.append(f"stages disagree {s.disagreement:.2f}")
-            item = QListWidgetItem(f"{AXIS_NAMES[s.axis]} slice {s.slice}  "
-                                   f"(score {s.score:.2f}: {', '.join(parts)})")
+            if s.nearest_painted is not None:
+                parts.append(f"{s.nearest_painted} slices from a painted one")
+            item = QListWidgetItem(f"{AXIS_NAMES[s.axis]} slice {s.slice}   (score "
+                                   f"{s.score:.2f})")
+            item.setToolTip(", ".join(parts))
             self.list.addItem(item)
         if not self.suggestions:
             self.say("paint next: no slice to suggest (every slice is painted, or the model "

@@ -4,7 +4,8 @@
     for s in suggestions:
         print(s.slice, s.score)
 
-Each slice along ``axis`` gets one score from three things a person would weigh:
+Each slice along ``axis`` gets one score from three things a person would weigh (the first two
+taken over the slice and its neighbours, Gaussian-weighted, see :func:`reach`):
 
 - **uncertainty**: the mean over the slice of the prediction's normalized entropy (0 = sure,
   1 = all classes equally likely);
@@ -15,7 +16,7 @@ Each slice along ``axis`` gets one score from three things a person would weigh:
   nearest painted one (``tau`` a tenth of the axis), so a painted slice scores 0 and its
   neighbours little, since strokes there would teach the model what it already saw.
 
-``score = (uncertainty + disagreement) * distance``. The slices are chosen one at a time, each
+``score = reach(uncertainty + disagreement) * distance``. The slices are chosen one at a time, each
 counted as painted when the next is chosen, so the list spreads over the volume instead of
 naming five neighbours of one confusing slice; a slice that scores 0 (painted, or with no
 doubt at all) is never named. Strokes painted in the planes of another axis (on Z slices, when
@@ -106,6 +107,17 @@ def _distance_factor(n: int, painted: Sequence[int]) -> tuple[np.ndarray, np.nda
     return 1.0 - np.exp(-nearest / tau), nearest
 
 
+def reach(per_slice: np.ndarray) -> np.ndarray:
+    """What strokes on each slice would teach: the doubt of the slices around it, weighted by
+    a Gaussian of their distance (sigma a tenth of the axis; nothing beyond the volume's ends),
+    since strokes teach their neighbours too. An edge slice has neighbours on one side only,
+    and an isolated doubtful slice (often an artefact) counts less than a doubtful stretch."""
+    from scipy.ndimage import gaussian_filter1d
+
+    sigma = max(1.0, DISTANCE_SCALE * per_slice.shape[0])
+    return gaussian_filter1d(per_slice.astype(np.float64), sigma, mode="constant")
+
+
 def rank_slices(uncertainty: np.ndarray, disagree: np.ndarray | None = None, *,
                 painted: Sequence[int] = (), axis: int = 0, top: int = 5) -> list[Suggestion]:
     """The ``top`` slices along ``axis`` by score (see the module docstring), best first, from
@@ -114,8 +126,8 @@ def rank_slices(uncertainty: np.ndarray, disagree: np.ndarray | None = None, *,
     others = tuple(a for a in range(3) if a != axis)
     mean_u = np.asarray(uncertainty, np.float64).mean(axis=others)
     mean_d = None if disagree is None else np.asarray(disagree, np.float64).mean(axis=others)
-    base = mean_u + (0 if mean_d is None else mean_d)
-    n = base.shape[0]
+    n = mean_u.shape[0]
+    base = reach(mean_u + (0 if mean_d is None else mean_d))
     chosen: list[Suggestion] = []
     taken = list(painted)
     for _ in range(min(top, n)):
