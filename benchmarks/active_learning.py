@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scribble_curve import save_figure  # noqa: E402
 from scribbles import HELD_OUT, case_names, load_case, skeleton_strokes  # noqa: E402
 
 from napari_voxseg.core.infer import iter_predict, run_to_end  # noqa: E402
@@ -178,10 +179,7 @@ def plot(points: list[dict], out: Path) -> None:
         ax.set_ylabel("mean Dice", fontsize=8)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    print(f"# wrote {out}")
+    save_figure(fig, out)
 
 
 def main() -> None:

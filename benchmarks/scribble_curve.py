@@ -88,6 +88,10 @@ def plot(points: list[dict], out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean Dice")
     axes[0][-1].legend(loc="lower right")
+    save_figure(fig, out)
+
+
+def save_figure(fig, out: Path) -> None:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

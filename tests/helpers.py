@@ -22,6 +22,25 @@ def run_cli(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
+def run_main(*args):
+    """``main(ARGS)`` of the command line in this process, as :func:`run_cli` gives it (exit
+    code, stdout, stderr): the same code without starting Python and torch again, for long
+    batteries of cases; an exception that escapes main() fails the test as a traceback would."""
+    import contextlib
+    import io
+    import types
+
+    from napari_voxseg.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def snapshot(viewer):
     """A copy of every layer's data, by name."""
     return {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}

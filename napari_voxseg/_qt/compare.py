@@ -15,12 +15,12 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QApplication, QFileDialog, QTableWidget, QTableWidgetItem
 
 from ..core.folders import replacing_file
 from ..core.metrics import SCORES, class_report
 from .results import layer_class_names, spatial
+from .workers import start_worker
 
 
 class Compare:
@@ -120,14 +120,10 @@ class Compare:
         names = layer_class_names(pred) or layer_class_names(truth)
         self.run_button.enabled = self.copy_button.enabled = self.save_button.enabled = False
         self.say(f"comparing {pred.name} with {truth.name}...")
-        worker = create_worker(_scored, np.array(pred.data), np.array(truth.data), voxel,
-                               bool(self.surface.value), names, units, _start_thread=False)
-        worker.returned.connect(self._show)
-        worker.errored.connect(lambda exc: self.say(
-            f"could not compare: {exc or type(exc).__name__}"))
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(
+            _scored, np.array(pred.data), np.array(truth.data), voxel, bool(self.surface.value),
+            names, units, returned=self._show, finished=self._done,
+            errored=lambda exc: self.say(f"could not compare: {exc or type(exc).__name__}"))
 
     def _done(self) -> None:
         self.run_button.enabled = True

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QFileDialog
 
 from ..core import VoxSegError
 from ..core.card import image_channels
 from ..core.export import FORMATS, SUFFIXES, check_export, check_exportable, export_model
+from .workers import start_worker
 
 LABELS = {"torchscript": "TorchScript (.pt)", "onnx": "ONNX (.onnx)",
           "bioimageio": "bioimage.io package (.zip)"}
@@ -70,15 +70,10 @@ class ModelExport:
             return False
         self.button.enabled = False
         self.say(f"exporting the model as {fmt}...")
-        worker = create_worker(_export, model, path, fmt, overwrite=overwrite,
-                               inputs=sources, image=self._sample_image(model),
-                               _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(self.say)
-        worker.errored.connect(lambda exc: self.say(
-            f"could not export: {type(exc).__name__}: {exc}"))
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(
+            _export, model, path, fmt, overwrite=overwrite, inputs=sources,
+            image=self._sample_image(model), returned=self.say, finished=self._done,
+            errored=lambda exc: self.say(f"could not export: {type(exc).__name__}: {exc}"))
         return True
 
     def _done(self) -> None:

@@ -1,8 +1,10 @@
 """The "Paint next" section: the slices (along the axis in view) where new strokes would teach
 the model most, from :mod:`napari_voxseg.core.suggest`, as a short list. Clicking a slice moves
 the viewer there and shows its most uncertain region faintly (a Labels layer '<image> paint
-next', never the annotations). Ranked in a background thread when asked, and after each
-prediction when "After each prediction" is ticked.
+next', never the annotations). Ranked in a background thread when asked, and, when "After each
+prediction" is ticked, after each prediction and at the end of each training run. Not after
+the live previews of a run: they cover the region in view and hold labels alone, and ranking
+the whole volume beside the training would slow it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, Container, PushButton
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
 from ..core import VoxSegError
@@ -18,6 +19,7 @@ from ..core.suggest import Suggestion, suggest, uncertain_region
 from ..core.tasks import task_of
 from . import inputs
 from .results import HINT_KEY, RESULT_KEY, result_metadata, spatial
+from .workers import start_worker
 
 AXIS_NAMES = "ZYX"
 REGION_SUFFIX = " paint next"
@@ -30,6 +32,7 @@ class PaintNext:
     def __init__(self, viewer, form, model, say):
         self.viewer, self.form, self.model, self.say = viewer, form, model, say
         self._cancelled = False  # a run started, or the dock closed: the ranking is dropped
+        self._quiet = False  # the ranking under way was started by a prediction
         self.suggest_button = PushButton(text="Suggest slices",
                                          tooltip="Rank the slices along the axis in view by "
                                                  "how much strokes there would teach the "
@@ -96,19 +99,17 @@ class PaintNext:
         axis = self.axis_in_view(layer)
         self.suggest_button.enabled = False
         self._cancelled = False
-        self.say(f"ranking the slices of {layer.name} along {AXIS_NAMES[axis]}...")
-        worker = create_worker(suggest, model, run.image, strokes, axis=axis, top=5,
-                               voxel_size=run.voxel_size, resample=run.resample,
-                               should_stop=lambda: self._cancelled, _start_thread=False,
-                               _ignore_errors=True)
-        worker.returned.connect(lambda result: self._show(layer, result))
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self._quiet = quiet  # after a prediction: the list changes, the status line stays
+        if not quiet:
+            self.say(f"ranking the slices of {layer.name} along {AXIS_NAMES[axis]}...")
+        self._worker = start_worker(
+            suggest, model, run.image, strokes, axis=axis, top=5, voxel_size=run.voxel_size,
+            resample=run.resample, should_stop=lambda: self._cancelled,
+            returned=lambda result: self._show(layer, result), errored=self._failed,
+            finished=self._done)
 
     def _failed(self, exc) -> None:
-        if not self._cancelled:
+        if not self._cancelled and not self._quiet:
             self.say(f"could not rank the slices: {exc or type(exc).__name__}")
 
     def _strokes(self, shape, task: str) -> np.ndarray | None:
@@ -141,6 +142,8 @@ class PaintNext:
                                    f"{s.score:.2f})")
             item.setToolTip(", ".join(parts))
             self.list.addItem(item)
+        if self._quiet:
+            return
         if not self.suggestions:
             self.say("paint next: no slice to suggest (every slice is painted, or the model "
                      "has no doubt anywhere)")

@@ -329,8 +329,9 @@ class VoxSegWidget(ModelFiles, Container):
         task = task_of(self._model.config) if self._model is not None else None
         job = self.session.job
         self.report.returned(job, result, prediction, task)
-        if job is not None and job.kind == "predict" and prediction is not None:
-            self.paint_next.after_prediction()
+        if job is not None and job.kind in ("predict", "train") and prediction is not None \
+                and not getattr(prediction, "cancelled", False):
+            self.paint_next.after_prediction()  # a new prediction, or a new model
 
     # ---- result layers (see results.ResultLayers) -----------------------------------------
     def show_result(self, image_layer, prediction, region=None) -> list:

@@ -29,7 +29,7 @@ def test_paint_next_after_a_prediction(sample_widget, qtbot):
     slices = [s.slice for s in paint.suggestions]
     assert paint.list.count() == len(slices) == 5
     assert not set(painted) & set(slices) and all(s.axis == 0 for s in paint.suggestions)
-    assert "paint next: slice" in widget.status.value
+    assert "paint next" not in widget.status.value  # the prediction's status stays
 
     # a click moves the viewer to the slice and shows where the model is unsure, faintly
     paint.list.itemClicked.emit(paint.list.item(1))
@@ -47,6 +47,7 @@ def test_paint_next_after_a_prediction(sample_widget, qtbot):
     viewer.dims.order = (1, 0, 2)
     paint.suggest_button.clicked.emit()
     qtbot.waitUntil(lambda: not paint.running, timeout=120_000)
+    assert "paint next: slice" in widget.status.value  # asked for: said
     assert len(paint.suggestions) == 5 and all(s.axis == 1 for s in paint.suggestions)
     paint.list.itemClicked.emit(paint.list.item(0))
     assert viewer.dims.current_step[1] == paint.suggestions[0].slice
